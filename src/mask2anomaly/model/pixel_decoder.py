@@ -1,0 +1,150 @@
+"""Multi-scale deformable-attention pixel decoder (Mask2Former's MSDeformAttnPixelDecoder).
+
+A deformable transformer encoder runs over res5, res4, res3 (strides 32, 16, 8); one FPN level
+adds res2 at stride 4, from which the per-pixel mask features are projected (spec
+official-implementation.md §4.1). All of it runs in float32, as the official code does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import ConvNorm
+from .deformable_attention import MSDeformAttn
+from .position_encoding import position_encoding_like
+
+
+class DeformableEncoderLayer(nn.Module):
+    """Post-norm layer: deformable self-attention -> add & norm -> FFN -> add & norm."""
+
+    def __init__(self, *, dim: int, ffn_dim: int, num_levels: int, num_heads: int,
+                 num_points: int, dropout: float = 0.0) -> None:  # fmt: skip
+        super().__init__()
+        self.self_attn = MSDeformAttn(
+            dim=dim, num_levels=num_levels, num_heads=num_heads, num_points=num_points
+        )
+        self.norm1 = nn.LayerNorm(dim)
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, src: torch.Tensor, pos: torch.Tensor, reference_points: torch.Tensor,
+                spatial_shapes: list[tuple[int, int]]) -> torch.Tensor:  # fmt: skip
+        """src, pos: [B, S, C] all levels flattened; reference_points [B, S, L, 2]."""
+        attended = self.self_attn(src + pos, reference_points, src, spatial_shapes)
+        src = self.norm1(src + self.dropout(attended))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))
+        return self.norm2(src + self.dropout(ffn))
+
+
+def encoder_reference_points(
+    spatial_shapes: list[tuple[int, int]], num_levels: int, device: torch.device
+) -> torch.Tensor:
+    """Pixel centres ((j + 0.5) / w, (i + 0.5) / h) of every level: [1, S, L, 2] (no padding)."""
+    points = []
+    for h, w in spatial_shapes:
+        ref_y, ref_x = torch.meshgrid(
+            torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
+            torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+            indexing="ij",
+        )
+        points.append(torch.stack((ref_x.reshape(-1) / w, ref_y.reshape(-1) / h), -1))
+    return torch.cat(points, 0)[None, :, None, :].expand(-1, -1, num_levels, -1)
+
+
+class DeformableEncoder(nn.Module):
+    """Stack of deformable encoder layers over L flattened levels with a level embedding."""
+
+    def __init__(self, *, dim: int, ffn_dim: int, num_layers: int, num_levels: int,
+                 num_heads: int, num_points: int, dropout: float = 0.0) -> None:  # fmt: skip
+        super().__init__()
+        self.level_embed = nn.Parameter(torch.empty(num_levels, dim))
+        nn.init.normal_(self.level_embed)
+        self.layers = nn.ModuleList(
+            DeformableEncoderLayer(dim=dim, ffn_dim=ffn_dim, num_levels=num_levels,
+                                   num_heads=num_heads, num_points=num_points, dropout=dropout)
+            for _ in range(num_layers)
+        )  # fmt: skip
+        for layer in self.layers:
+            for p in layer.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_uniform_(p)
+            layer.self_attn.reset_parameters()
+
+    def forward(self, srcs: list[torch.Tensor], pos: list[torch.Tensor]) -> list[torch.Tensor]:
+        """srcs, pos: per level [B, C, h_l, w_l] -> encoded maps, same shapes and order."""
+        shapes = [(s.shape[2], s.shape[3]) for s in srcs]
+        src = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)  # [B, S, C]
+        lvl_pos = torch.cat(
+            [p.flatten(2).transpose(1, 2) + self.level_embed[i].view(1, 1, -1)
+             for i, p in enumerate(pos)], 1
+        )  # fmt: skip
+        reference_points = encoder_reference_points(shapes, len(srcs), src.device)
+        for layer in self.layers:
+            src = layer(src, lvl_pos, reference_points, shapes)
+        out = src.split([h * w for h, w in shapes], dim=1)
+        return [o.transpose(1, 2).reshape(o.shape[0], -1, h, w) for o, (h, w) in zip(out, shapes)]
+
+
+def _conv_gn(in_channels: int, out_channels: int, kernel_size: int, num_groups: int) -> ConvNorm:
+    """Bias-free conv + GroupNorm (detectron2's Conv2d(norm="GN")), c2_xavier_fill init."""
+    conv = ConvNorm(in_channels, out_channels, kernel_size,
+                    norm=nn.GroupNorm(num_groups, out_channels))  # fmt: skip
+    nn.init.kaiming_uniform_(conv.weight, a=1)
+    return conv
+
+
+class PixelDecoder(nn.Module):
+    """Deformable encoder on res3-res5 + FPN to stride 4.
+
+    Args:
+        in_channels: channels of res2, res3, res4, res5 (backbone outputs).
+        conv_dim: transformer width; mask_dim: channels of the mask features.
+    """
+
+    def __init__(self, *, in_channels: dict[str, int], conv_dim: int, mask_dim: int,
+                 num_encoder_layers: int, encoder_ffn_dim: int, num_heads: int, num_points: int,
+                 num_groups: int, dropout: float = 0.0) -> None:  # fmt: skip
+        super().__init__()
+        self.conv_dim = conv_dim
+        self.encoder_features = ("res5", "res4", "res3")  # low -> high resolution
+        self.input_proj = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(in_channels[name], conv_dim, 1),
+                          nn.GroupNorm(num_groups, conv_dim))
+            for name in self.encoder_features
+        )  # fmt: skip
+        for proj in self.input_proj:
+            nn.init.xavier_uniform_(proj[0].weight, gain=1)
+            nn.init.constant_(proj[0].bias, 0)
+        self.encoder = DeformableEncoder(
+            dim=conv_dim, ffn_dim=encoder_ffn_dim, num_layers=num_encoder_layers,
+            num_levels=len(self.encoder_features), num_heads=num_heads, num_points=num_points,
+            dropout=dropout,
+        )  # fmt: skip
+        self.lateral_conv = _conv_gn(in_channels["res2"], conv_dim, 1, num_groups)
+        self.output_conv = _conv_gn(conv_dim, conv_dim, 3, num_groups)
+        self.mask_features = nn.Conv2d(conv_dim, mask_dim, 1)
+        nn.init.kaiming_uniform_(self.mask_features.weight, a=1)
+        nn.init.constant_(self.mask_features.bias, 0)
+
+    def forward(
+        self, features: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Backbone features -> (mask features [B, mask_dim, H/4, W/4],
+        multi-scale maps [B, conv_dim, h, w] at strides 32, 16, 8)."""
+        with torch.autocast(device_type=features["res5"].device.type, enabled=False):
+            srcs, pos = [], []
+            for proj, name in zip(self.input_proj, self.encoder_features):
+                x = features[name].float()
+                srcs.append(proj(x))
+                pos.append(position_encoding_like(x, self.conv_dim))
+            multi_scale = self.encoder(srcs, pos)
+            lateral = self.lateral_conv(features["res2"].float())
+            top_down = F.interpolate(
+                multi_scale[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False
+            )
+            fpn = F.relu(self.output_conv(lateral + top_down))
+            return self.mask_features(fpn), multi_scale

@@ -1,0 +1,208 @@
+"""Query decoder with global masked attention (paper §3.2, Eq. 4; spec §4.2).
+
+Each of the layers runs cross-attention -> self-attention -> FFN, post-norm, over the multi-scale
+features cycling 1/32 -> 1/16 -> 1/8. A prediction head (class logits, mask logits) runs on the
+learnable queries and after every layer; each prediction supplies the attention masks of the next
+layer. Cross-attention variants (paper Table 3c):
+
+* ``global``: two attention branches with their own projections, one restricted to the predicted
+  foreground (sigmoid < 0.5 blocked), one to the background (sigmoid > 0.5 blocked); their outputs
+  are summed before one residual + LayerNorm (the official GlobalCrossAttentionLayer).
+* ``masked``: Mask2Former's masked attention (foreground branch only).
+* ``cross``: plain cross-attention, no mask.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .position_encoding import position_encoding_like
+
+CrossAttention = Literal["global", "masked", "cross"]
+NUM_FEATURE_LEVELS = 3
+
+
+def unblock_full_rows(mask: torch.Tensor) -> torch.Tensor:
+    """Rows of a boolean attention mask [B*heads, Q, S] that block every key attend everywhere."""
+    full = mask.all(dim=-1, keepdim=True)
+    return mask & ~full
+
+
+class CrossAttentionLayer(nn.Module):
+    """Queries attend to image features; masked per branch (see module docstring)."""
+
+    def __init__(self, *, dim: int, num_heads: int, variant: CrossAttention,
+                 dropout: float = 0.0) -> None:  # fmt: skip
+        super().__init__()
+        if variant not in ("global", "masked", "cross"):
+            raise ValueError(f"cross_attention must be global, masked or cross, got {variant!r}")
+        self.variant = variant
+        if variant == "global":
+            self.multihead_attn_foreground = nn.MultiheadAttention(dim, num_heads, dropout=dropout)
+            self.multihead_attn_background = nn.MultiheadAttention(dim, num_heads, dropout=dropout)
+        else:
+            self.multihead_attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, *, pos: torch.Tensor,
+                query_pos: torch.Tensor, foreground_mask: torch.Tensor | None,
+                background_mask: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+        """tgt [Q, B, C], memory and pos [S, B, C]; masks [B*heads, Q, S], True = blocked."""
+        query, key = tgt + query_pos, memory + pos
+        if self.variant == "global":
+            fg = self.multihead_attn_foreground(
+                query, key, memory, attn_mask=foreground_mask, need_weights=False
+            )[0]
+            bg = self.multihead_attn_background(
+                query, key, memory, attn_mask=background_mask, need_weights=False
+            )[0]
+            attended = fg + bg
+        else:
+            mask = foreground_mask if self.variant == "masked" else None
+            attended = self.multihead_attn(query, key, memory, attn_mask=mask, need_weights=False)[0]
+        return self.norm(tgt + self.dropout(attended))
+
+
+class SelfAttentionLayer(nn.Module):
+    def __init__(self, *, dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tgt: torch.Tensor, *, query_pos: torch.Tensor) -> torch.Tensor:
+        q = k = tgt + query_pos
+        attended = self.self_attn(q, k, tgt, need_weights=False)[0]
+        return self.norm(tgt + self.dropout(attended))
+
+
+class FFNLayer(nn.Module):
+    def __init__(self, *, dim: int, ffn_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tgt: torch.Tensor) -> torch.Tensor:
+        out = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
+        return self.norm(tgt + self.dropout(out))
+
+
+class MLP(nn.Module):
+    """Linear layers with ReLU between them (not after the last)."""
+
+    def __init__(self, *, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> None:
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
+        return x
+
+
+class TransformerDecoder(nn.Module):
+    """Mask2Former query decoder with selectable cross-attention.
+
+    Args:
+        in_channels: channels of the multi-scale features (== hidden_dim: no input projection).
+        num_classes: K inlier classes; class logits have K + 1 entries (last = no object).
+    """
+
+    def __init__(self, *, in_channels: int, hidden_dim: int, num_queries: int, num_heads: int,
+                 num_layers: int, ffn_dim: int, mask_dim: int, num_classes: int,
+                 cross_attention: CrossAttention = "global", dropout: float = 0.0) -> None:  # fmt: skip
+        super().__init__()
+        if in_channels != hidden_dim:
+            raise ValueError("in_channels must equal hidden_dim (the official decoder has no "
+                             f"input projection), got {in_channels} and {hidden_dim}")  # fmt: skip
+        self.num_heads, self.num_layers = num_heads, num_layers
+        self.cross_attention = cross_attention
+        self.transformer_self_attention_layers = nn.ModuleList(
+            SelfAttentionLayer(dim=hidden_dim, num_heads=num_heads, dropout=dropout)
+            for _ in range(num_layers)
+        )
+        self.transformer_cross_attention_layers = nn.ModuleList(
+            CrossAttentionLayer(dim=hidden_dim, num_heads=num_heads, variant=cross_attention,
+                                dropout=dropout)
+            for _ in range(num_layers)
+        )  # fmt: skip
+        self.transformer_ffn_layers = nn.ModuleList(
+            FFNLayer(dim=hidden_dim, ffn_dim=ffn_dim, dropout=dropout) for _ in range(num_layers)
+        )
+        for layers in (self.transformer_self_attention_layers,
+                       self.transformer_cross_attention_layers, self.transformer_ffn_layers):
+            for p in layers.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_uniform_(p)
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+        self.query_feat = nn.Embedding(num_queries, hidden_dim)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.level_embed = nn.Embedding(NUM_FEATURE_LEVELS, hidden_dim)
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.mask_embed = MLP(in_dim=hidden_dim, hidden_dim=hidden_dim, out_dim=mask_dim,
+                              num_layers=3)  # fmt: skip
+
+    def forward(
+        self, multi_scale: list[torch.Tensor], mask_features: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """multi_scale: maps at strides 32, 16, 8 [B, C, h_l, w_l]; mask_features [B, D, H/4, W/4].
+
+        Returns the num_layers + 1 predictions (class_logits [B, Q, K+1], mask_logits
+        [B, Q, H/4, W/4]): from the learnable queries, then after each layer.
+        """
+        srcs, pos, sizes = [], [], []
+        for i, x in enumerate(multi_scale):
+            sizes.append(x.shape[-2:])
+            pos.append(position_encoding_like(x, x.shape[1]).flatten(2).permute(2, 0, 1))
+            src = x.flatten(2) + self.level_embed.weight[i][None, :, None]
+            srcs.append(src.permute(2, 0, 1))  # [S, B, C]
+        batch = mask_features.shape[0]
+        query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)  # [Q, B, C]
+        output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
+        class_logits, mask_logits = self.predict(output, mask_features)
+        predictions = [(class_logits, mask_logits)]
+        for i in range(self.num_layers):
+            level = i % len(multi_scale)
+            fg_mask, bg_mask = self.attention_masks(mask_logits, sizes[level])
+            output = self.transformer_cross_attention_layers[i](
+                output, srcs[level], pos=pos[level], query_pos=query_pos,
+                foreground_mask=fg_mask, background_mask=bg_mask,
+            )  # fmt: skip
+            output = self.transformer_self_attention_layers[i](output, query_pos=query_pos)
+            output = self.transformer_ffn_layers[i](output)
+            class_logits, mask_logits = self.predict(output, mask_features)
+            predictions.append((class_logits, mask_logits))
+        return predictions
+
+    def predict(self, output: torch.Tensor, mask_features: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Shared prediction head: queries [Q, B, C] -> class and mask logits."""
+        decoded = self.decoder_norm(output).transpose(0, 1)  # [B, Q, C]
+        class_logits = self.class_embed(decoded)
+        mask_logits = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoded), mask_features)
+        return class_logits, mask_logits
+
+    def attention_masks(self, mask_logits: torch.Tensor, size: torch.Size
+                        ) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+        """Foreground / background masks [B*heads, Q, h*w] (True = blocked) at `size`.
+
+        The foreground branch sees sigmoid >= 0.5, the background branch sigmoid <= 0.5; a row
+        that would block everything is unblocked (the official rule), separately per mask.
+        """
+        if self.cross_attention == "cross":
+            return None, None
+        probs = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
+        probs = probs.sigmoid().flatten(2).detach()  # [B, Q, S]
+        probs = probs.repeat_interleave(self.num_heads, dim=0)  # [B*heads, Q, S], batch-major
+        foreground = unblock_full_rows(probs < 0.5)
+        if self.cross_attention == "masked":
+            return foreground, None
+        return foreground, unblock_full_rows(probs > 0.5)
