@@ -19,10 +19,12 @@ from typing import Any, Literal
 
 import yaml
 
+from .errors import UserError
+
 IGNORE_INDEX = 255
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration file or override that does not fit the config tree."""
 
 
