@@ -234,11 +234,11 @@ def _build(cls: type, values: dict[str, Any], where: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -306,7 +306,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     """Config from a YAML file (or packaged config name) plus `section.key=value` overrides."""
     values: dict[str, Any] = _read_yaml(path) if path is not None else {}
     for text in overrides:
-        values = _deep_merge(values, parse_override(text))
+        values = deep_merge(values, parse_override(text))
     where = f"{path}: " if path is not None else ""
     try:
         return config_from_dict(values)

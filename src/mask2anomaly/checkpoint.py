@@ -1,0 +1,304 @@
+"""Checkpoints: native save/load, and import of official (detectron2) and backbone weights.
+
+A native checkpoint is a torch file {"format": "mask2anomaly", "version", "config", "model", ...}
+holding the resolved config, so `load_model(path)` needs no YAML. `import_official` reads an
+official Mask2Anomaly / Mask2Former file (bare state dict, {"model": ...}, a full detectron2
+training checkpoint, or a detectron2 .pkl): every key is consumed or explicitly ignored, and any
+missing, unexpected or mis-shaped key is an error. Untrusted files load with weights_only=True.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    deep_merge,
+    parse_override,
+)
+
+from .errors import UserError
+from .model import Mask2Anomaly, build_model
+from .model.backbone import ResNet
+
+FORMAT, VERSION = "mask2anomaly", 1
+
+# Official key prefixes -> ours (first match wins); everything else keeps its name.
+OFFICIAL_RENAMES = (
+    ("sem_seg_head.pixel_decoder.transformer.level_embed", "pixel_decoder.encoder.level_embed"),
+    ("sem_seg_head.pixel_decoder.transformer.encoder.", "pixel_decoder.encoder."),
+    ("sem_seg_head.pixel_decoder.adapter_1.", "pixel_decoder.lateral_conv."),
+    ("sem_seg_head.pixel_decoder.layer_1.", "pixel_decoder.output_conv."),
+    ("sem_seg_head.pixel_decoder.", "pixel_decoder."),
+    ("sem_seg_head.predictor.", "decoder."),
+)
+# Present in official files, unused by the forward pass: the GMA layer's `fusion_layer` conv,
+# the loss buffer `criterion.empty_weight`, BatchNorm step counters.
+OFFICIAL_IGNORED = re.compile(r"(\.fusion_layer\.|^criterion\.empty_weight$|num_batches_tracked$)")
+# torchvision ResNet names -> detectron2 names (the Barlow Twins resnet50.pth uses these).
+TORCHVISION_RENAMES = (
+    (re.compile(r"^conv1\.weight$"), "stem.conv1.weight"),
+    (re.compile(r"^bn1\.(.+)$"), r"stem.conv1.norm.\1"),
+    (re.compile(r"^layer(\d)\.(\d+)\.conv(\d)\.weight$"), "res{0}.{1}.conv{2}.weight"),
+    (re.compile(r"^layer(\d)\.(\d+)\.bn(\d)\.(.+)$"), "res{0}.{1}.conv{2}.norm.{3}"),
+    (re.compile(r"^layer(\d)\.(\d+)\.downsample\.0\.weight$"), "res{0}.{1}.shortcut.weight"),
+    (re.compile(r"^layer(\d)\.(\d+)\.downsample\.1\.(.+)$"), "res{0}.{1}.shortcut.norm.{2}"),
+)
+TORCHVISION_IGNORED = re.compile(r"(^fc\.|num_batches_tracked$)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    """Unpickler for detectron2 .pkl weights: only numpy arrays and plain containers."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+    }  # fmt: skip
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def read_weights_file(path: str | Path, *, trusted: bool = False) -> dict[str, Any]:
+    """Load a .pth/.pt (torch) or .pkl (detectron2) file as a dict, with a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        if path.suffix == ".pkl":
+            with path.open("rb") as f:
+                data = _NumpyUnpickler(f, encoding="latin1").load()
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as error:
+        hint = "" if trusted else " (only tensors and plain containers are loaded from files)"
+        raise UserError(f"{path}: cannot be read safely: {error}{hint}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: not a readable weights file ({reason})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a dict of weights, got {type(data).__name__}")
+    return data
+
+
+def _as_tensor(value: Any) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+
+
+def _state_dict_of(data: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Bare state dict, {"model": sd}, or a full detectron2 training checkpoint -> tensors."""
+    sd = data["model"] if isinstance(data.get("model"), dict) else data
+    return {k: _as_tensor(v) for k, v in sd.items() if isinstance(v, (torch.Tensor, np.ndarray))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Native checkpoints
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, model: Mask2Anomaly, cfg: Config, **extra: Any) -> None:
+    """Write model weights, the resolved config and `extra` (training state) atomically."""
+    state = {"format": FORMAT, "version": VERSION, "config": config_to_dict(cfg),
+             "model": model.state_dict(), **extra}  # fmt: skip
+    atomic_torch_save(state, path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    data = read_weights_file(path)
+    if data.get("format") != FORMAT:
+        raise UserError(
+            f"{path}: not a mask2anomaly checkpoint (convert official weights with "
+            "`mask2anomaly convert OFFICIAL.pth OUT.pt`)"
+        )
+    if data.get("version", 0) > VERSION:
+        raise UserError(f"{path}: checkpoint version {data['version']} is newer than supported")
+    return data
+
+
+def _config_of(data: dict[str, Any], path: str | Path, overrides: tuple[str, ...] | list[str]
+               ) -> Config:  # fmt: skip
+    values = data.get("config") or {}
+    for text in overrides:
+        values = deep_merge(values, parse_override(text))
+    try:
+        return config_from_dict(values)
+    except ConfigError as error:
+        raise UserError(f"{path}: {error}") from None
+
+
+def load_checkpoint_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()
+                           ) -> Config:  # fmt: skip
+    """The config stored in a native checkpoint, with `section.key=value` overrides."""
+    return _config_of(read_checkpoint(path), path, overrides)
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu",
+               overrides: tuple[str, ...] | list[str] = ()) -> Mask2Anomaly:  # fmt: skip
+    """Build the model described by a native checkpoint and load its weights (eval mode)."""
+    data = read_checkpoint(path)
+    cfg = _config_of(data, path, overrides)
+    model = build_model(cfg.model)
+    _load_exactly(model, _state_dict_of({"model": data["model"]}), path)
+    return model.to(device).eval()
+
+
+def _load_exactly(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Any) -> None:
+    """Load `state` into `module`, raising one clear error for any key/shape mismatch."""
+    expected = module.state_dict()
+    optional = {k for k in expected if k.endswith("num_batches_tracked")}
+    missing = sorted(set(expected) - set(state) - optional)
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = sorted(
+        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+        for k in set(state) & set(expected) if state[k].shape != expected[k].shape
+    )  # fmt: skip
+    problems = [
+        f"{len(names)} {what}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
+        for what, names in (("missing", missing), ("unexpected", unexpected),
+                            ("mis-shaped", misshaped)) if names
+    ]  # fmt: skip
+    if problems:
+        raise UserError(f"{source}: weights do not fit the model: " + "; ".join(problems))
+    module.load_state_dict({**{k: expected[k] for k in optional}, **state}, strict=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Official weights
+
+
+def official_to_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename official detectron2 keys to ours, dropping the explicitly ignored ones."""
+    native = {}
+    for key, value in state.items():
+        if OFFICIAL_IGNORED.search(key):
+            continue
+        for old, new in OFFICIAL_RENAMES:
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        native[key] = value
+    return native
+
+
+def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
+    found = {m.group(1) for k in state if (m := re.match(pattern, k))}
+    return len(found)
+
+
+def infer_model_values(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Model settings read off an official state dict (classes, queries, layers, widths)."""
+    try:
+        has_bottleneck = any(re.match(r"backbone\.res2\.0\.conv3\.", k) for k in state)
+        num_res4 = _count(state, r"backbone\.res4\.(\d+)\.")
+        depth = {(True, 6): 50, (False, 6): 34, (False, 2): 18}.get((has_bottleneck, num_res4))
+        pd = "sem_seg_head.pixel_decoder."
+        dc = "sem_seg_head.predictor."
+        values: dict[str, Any] = {
+            "num_classes": state[dc + "class_embed.weight"].shape[0] - 1,
+            "backbone": {"base_width": state["backbone.stem.conv1.weight"].shape[0]},
+            "pixel_decoder": {
+                "conv_dim": state[pd + "input_proj.0.0.weight"].shape[0],
+                "mask_dim": state[pd + "mask_features.weight"].shape[0],
+                "num_encoder_layers": _count(state, re.escape(pd) + r"transformer\.encoder\.layers\.(\d+)\."),
+                "encoder_ffn_dim": state[pd + "transformer.encoder.layers.0.linear1.weight"].shape[0],
+            },
+            "decoder": {
+                "hidden_dim": state[dc + "query_feat.weight"].shape[1],
+                "num_queries": state[dc + "query_feat.weight"].shape[0],
+                "num_layers": _count(state, re.escape(dc) + r"transformer_ffn_layers\.(\d+)\."),
+                "ffn_dim": state[dc + "transformer_ffn_layers.0.linear1.weight"].shape[0],
+                "cross_attention": "global" if any("multihead_attn_foreground" in k for k in state)
+                else "masked",
+            },
+        }  # fmt: skip
+    except KeyError as error:
+        raise UserError(f"not an official Mask2Anomaly/Mask2Former state dict: no key {error}")
+    if depth is None:
+        raise UserError(f"unsupported backbone: {num_res4} res4 blocks (ResNet-18/34/50 only)")
+    values["backbone"]["depth"] = depth
+    return values
+
+
+def import_official(path: str | Path, *, overrides: tuple[str, ...] | list[str] = (),
+                    trusted: bool = False) -> tuple[Mask2Anomaly, Config]:  # fmt: skip
+    """Official Mask2Anomaly weights -> (model in eval mode, resolved config).
+
+    The model settings are read off the weights; `overrides` (e.g. "scoring.refinement=paper")
+    set anything else. Backbone settings: FrozenBatchNorm, as in the official training.
+    """
+    state = _state_dict_of(read_weights_file(path, trusted=trusted))
+    try:
+        values = {"model": infer_model_values(state)}
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None
+    cfg = _config_of({"config": values}, path, overrides)
+    model = build_model(cfg.model)
+    _load_exactly(model, official_to_native(state), path)
+    return model.eval(), cfg
+
+
+def backbone_to_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision or detectron2 ResNet names (with or without "backbone.") -> ours."""
+    native = {}
+    torchvision = any(k.startswith(("layer1.", "bn1.")) for k in state)
+    for key, value in state.items():
+        if torchvision:
+            if TORCHVISION_IGNORED.search(key):
+                continue
+            for pattern, replacement in TORCHVISION_RENAMES:
+                match = pattern.match(key)
+                if match:
+                    groups = list(match.groups())
+                    if key.startswith("layer"):
+                        groups[0] = str(int(groups[0]) + 1)  # layer1 -> res2
+                        key = replacement.format(*groups)
+                    else:
+                        key = match.expand(replacement)
+                    break
+        else:
+            if key.endswith("num_batches_tracked"):
+                continue
+            key = key.removeprefix("backbone.")
+        native[key] = value
+    return native
+
+
+def load_backbone_weights(backbone: ResNet, path: str | Path, *, trusted: bool = False) -> None:
+    """Fill a ResNet from a torchvision-style (e.g. Barlow Twins resnet50.pth) or detectron2-style
+    file; every key must be consumed (only `fc.*` and step counters are ignored)."""
+    state = _state_dict_of(read_weights_file(path, trusted=trusted))
+    if any(re.match(r"res\d_\d+_branch", k) for k in state):
+        raise UserError(f"{path}: caffe2-style (MSRA) ResNet weights are not supported; "
+                        "use torchvision-style or detectron2-style names")  # fmt: skip
+    _load_exactly(backbone, backbone_to_native(state), path)
