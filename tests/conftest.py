@@ -13,9 +13,11 @@ import torch
 from mask2anomaly.config import Config, load_config
 
 FIXTURE_DIR = Path(
-    os.environ.get("MASK2ANOMALY_FIXTURES", Path(__file__).resolve().parents[2] / "shared"
-                   / "fixtures" / "official-parity")
-)  # fmt: skip
+    os.environ.get(
+        "MASK2ANOMALY_FIXTURES",
+        Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official-parity",
+    )
+)
 
 
 @pytest.fixture(autouse=True)

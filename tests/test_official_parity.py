@@ -77,8 +77,9 @@ def test_scoring_single_view(parity):
     model, _, image, expected = parity
     output = model(model.preprocess([image]))
     class_logits = output.class_logits[0]
-    mask_probs = F.interpolate(output.mask_logits, size=(256, 512), mode="bilinear",
-                               align_corners=False)[0].sigmoid()  # fmt: skip
+    mask_probs = F.interpolate(
+        output.mask_logits, size=(256, 512), mode="bilinear", align_corners=False
+    )[0].sigmoid()
     semantic = semantic_probs(class_logits[None], mask_probs[None])[0]
     assert (semantic - expected["sem_seg"]).abs().max() <= TOL
     anomaly = anomaly_from_semantic(semantic)

@@ -27,7 +27,6 @@ from .config import (
     deep_merge,
     parse_override,
 )
-
 from .errors import UserError
 from .model import Mask2Anomaly, build_model
 from .model.backbone import ResNet
@@ -66,10 +65,14 @@ class _NumpyUnpickler(pickle.Unpickler):
     """Unpickler for detectron2 .pkl weights: only numpy arrays and plain containers."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
-    }  # fmt: skip
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("collections", "OrderedDict"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
@@ -129,8 +132,13 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 def save_checkpoint(path: str | Path, model: Mask2Anomaly, cfg: Config, **extra: Any) -> None:
     """Write model weights, the resolved config and `extra` (training state) atomically."""
-    state = {"format": FORMAT, "version": VERSION, "config": config_to_dict(cfg),
-             "model": model.state_dict(), **extra}  # fmt: skip
+    state = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config_to_dict(cfg),
+        "model": model.state_dict(),
+        **extra,
+    }
     atomic_torch_save(state, path)
 
 
@@ -146,8 +154,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _config_of(data: dict[str, Any], path: str | Path, overrides: tuple[str, ...] | list[str]
-               ) -> Config:  # fmt: skip
+def _config_of(
+    data: dict[str, Any], path: str | Path, overrides: tuple[str, ...] | list[str]
+) -> Config:
     values = data.get("config") or {}
     for text in overrides:
         values = deep_merge(values, parse_override(text))
@@ -157,14 +166,17 @@ def _config_of(data: dict[str, Any], path: str | Path, overrides: tuple[str, ...
         raise UserError(f"{path}: {error}") from None
 
 
-def load_checkpoint_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()
-                           ) -> Config:  # fmt: skip
+def load_checkpoint_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Config:
     """The config stored in a native checkpoint, with `section.key=value` overrides."""
     return _config_of(read_checkpoint(path), path, overrides)
 
 
-def load_model(path: str | Path, *, device: str | torch.device = "cpu",
-               overrides: tuple[str, ...] | list[str] = ()) -> Mask2Anomaly:  # fmt: skip
+def load_model(
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    overrides: tuple[str, ...] | list[str] = (),
+) -> Mask2Anomaly:
     """Build the model described by a native checkpoint and load its weights (eval mode)."""
     data = read_checkpoint(path)
     cfg = _config_of(data, path, overrides)
@@ -181,13 +193,18 @@ def _load_exactly(module: torch.nn.Module, state: dict[str, torch.Tensor], sourc
     unexpected = sorted(set(state) - set(expected))
     misshaped = sorted(
         f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected) if state[k].shape != expected[k].shape
-    )  # fmt: skip
+        for k in set(state) & set(expected)
+        if state[k].shape != expected[k].shape
+    )
     problems = [
         f"{len(names)} {what}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
-        for what, names in (("missing", missing), ("unexpected", unexpected),
-                            ("mis-shaped", misshaped)) if names
-    ]  # fmt: skip
+        for what, names in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("mis-shaped", misshaped),
+        )
+        if names
+    ]
     if problems:
         raise UserError(f"{source}: weights do not fit the model: " + "; ".join(problems))
     module.load_state_dict({**{k: expected[k] for k in optional}, **state}, strict=True)
@@ -216,8 +233,12 @@ def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
     return len(found)
 
 
-def infer_model_values(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Model settings read off an official state dict (classes, queries, layers, widths)."""
+def infer_model_values(state: dict[str, torch.Tensor], encoder_heads: int = 8) -> dict[str, Any]:
+    """Model settings read off an official state dict (classes, queries, layers, widths).
+
+    Head counts cannot be read off weights: `encoder_heads` (default 8, official) is used to
+    derive the deformable attention's number of sampling points.
+    """
     try:
         has_bottleneck = any(re.match(r"backbone\.res2\.0\.conv3\.", k) for k in state)
         num_res4 = _count(state, r"backbone\.res4\.(\d+)\.")
@@ -230,36 +251,49 @@ def infer_model_values(state: dict[str, torch.Tensor]) -> dict[str, Any]:
             "pixel_decoder": {
                 "conv_dim": state[pd + "input_proj.0.0.weight"].shape[0],
                 "mask_dim": state[pd + "mask_features.weight"].shape[0],
-                "num_encoder_layers": _count(state, re.escape(pd) + r"transformer\.encoder\.layers\.(\d+)\."),
-                "encoder_ffn_dim": state[pd + "transformer.encoder.layers.0.linear1.weight"].shape[0],
+                "num_encoder_layers": _count(
+                    state, re.escape(pd) + r"transformer\.encoder\.layers\.(\d+)\."
+                ),
+                "encoder_ffn_dim": state[pd + "transformer.encoder.layers.0.linear1.weight"].shape[
+                    0
+                ],
+                "num_points": state[
+                    pd + "transformer.encoder.layers.0.self_attn.sampling_offsets.bias"
+                ].shape[0]
+                // (encoder_heads * 3 * 2),
             },
             "decoder": {
                 "hidden_dim": state[dc + "query_feat.weight"].shape[1],
                 "num_queries": state[dc + "query_feat.weight"].shape[0],
                 "num_layers": _count(state, re.escape(dc) + r"transformer_ffn_layers\.(\d+)\."),
                 "ffn_dim": state[dc + "transformer_ffn_layers.0.linear1.weight"].shape[0],
-                "cross_attention": "global" if any("multihead_attn_foreground" in k for k in state)
+                "cross_attention": "global"
+                if any("multihead_attn_foreground" in k for k in state)
                 else "masked",
             },
-        }  # fmt: skip
+        }
     except KeyError as error:
-        raise UserError(f"not an official Mask2Anomaly/Mask2Former state dict: no key {error}")
+        raise UserError(
+            f"not an official Mask2Anomaly/Mask2Former state dict: no key {error}"
+        ) from None
     if depth is None:
         raise UserError(f"unsupported backbone: {num_res4} res4 blocks (ResNet-18/34/50 only)")
     values["backbone"]["depth"] = depth
     return values
 
 
-def import_official(path: str | Path, *, overrides: tuple[str, ...] | list[str] = (),
-                    trusted: bool = False) -> tuple[Mask2Anomaly, Config]:  # fmt: skip
+def import_official(
+    path: str | Path, *, overrides: tuple[str, ...] | list[str] = (), trusted: bool = False
+) -> tuple[Mask2Anomaly, Config]:
     """Official Mask2Anomaly weights -> (model in eval mode, resolved config).
 
     The model settings are read off the weights; `overrides` (e.g. "scoring.refinement=paper")
     set anything else. Backbone settings: FrozenBatchNorm, as in the official training.
     """
     state = _state_dict_of(read_weights_file(path, trusted=trusted))
+    requested = _config_of({}, path, overrides)  # validates the overrides first
     try:
-        values = {"model": infer_model_values(state)}
+        values = {"model": infer_model_values(state, requested.model.pixel_decoder.num_heads)}
     except UserError as error:
         raise UserError(f"{path}: {error}") from None
     cfg = _config_of({"config": values}, path, overrides)
@@ -299,6 +333,8 @@ def load_backbone_weights(backbone: ResNet, path: str | Path, *, trusted: bool =
     file; every key must be consumed (only `fc.*` and step counters are ignored)."""
     state = _state_dict_of(read_weights_file(path, trusted=trusted))
     if any(re.match(r"res\d_\d+_branch", k) for k in state):
-        raise UserError(f"{path}: caffe2-style (MSRA) ResNet weights are not supported; "
-                        "use torchvision-style or detectron2-style names")  # fmt: skip
+        raise UserError(
+            f"{path}: caffe2-style (MSRA) ResNet weights are not supported; "
+            "use torchvision-style or detectron2-style names"
+        )
     _load_exactly(backbone, backbone_to_native(state), path)

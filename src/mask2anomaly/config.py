@@ -118,8 +118,23 @@ class DataConfig:
     base_size: int = 1024
     # Shortest-edge sizes (ResizeShortestEdge "choice"), 0.5..2.0 x base size, official list.
     train_min_sizes: tuple[int, ...] = (
-        512, 614, 716, 819, 921, 1024, 1126, 1228, 1331, 1433, 1536, 1638, 1740, 1843, 1945, 2048,
-    )  # fmt: skip
+        512,
+        614,
+        716,
+        819,
+        921,
+        1024,
+        1126,
+        1228,
+        1331,
+        1433,
+        1536,
+        1638,
+        1740,
+        1843,
+        1945,
+        2048,
+    )
     train_max_size: int = 4096
     crop_size: tuple[int, int] = (380, 760)  # H, W
     color_jitter: bool = True
@@ -190,7 +205,9 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
             return tuple(_check_value(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_check_value(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(
+            _check_value(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))
+        )
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")

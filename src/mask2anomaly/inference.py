@@ -79,16 +79,23 @@ class Predictor:
         batch_size: views (images or their flips) of equal size run in one forward.
     """
 
-    def __init__(self, model: Mask2Anomaly, *, scoring: ScoringConfig | None = None,
-                 inference: InferenceConfig | None = None, batch_size: int = 2) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Mask2Anomaly,
+        *,
+        scoring: ScoringConfig | None = None,
+        inference: InferenceConfig | None = None,
+        batch_size: int = 2,
+    ) -> None:
         self.model = model.eval()
         self.scoring = scoring or ScoringConfig()
         self.inference = inference or InferenceConfig()
         self.batch_size = batch_size
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu",
-                        overrides: Sequence[str] = ()) -> Predictor:  # fmt: skip
+    def from_checkpoint(
+        cls, path: str | Path, *, device: str | torch.device = "cpu", overrides: Sequence[str] = ()
+    ) -> Predictor:
         """Load a native checkpoint; `overrides` such as "scoring.refinement=none" apply."""
         from .checkpoint import load_checkpoint_config, load_model
 
@@ -100,14 +107,19 @@ class Predictor:
     def device(self) -> torch.device:
         return self.model.pixel_mean.device
 
-    def predict(self, image: np.ndarray | torch.Tensor | Image.Image, *,
-                return_semantic_probs: bool = False) -> Prediction:  # fmt: skip
+    def predict(
+        self, image: np.ndarray | torch.Tensor | Image.Image, *, return_semantic_probs: bool = False
+    ) -> Prediction:
         """One RGB image -> Prediction at its size."""
         return self.predict_batch([image], return_semantic_probs=return_semantic_probs)[0]
 
     @torch.no_grad()
-    def predict_batch(self, images: Sequence[np.ndarray | torch.Tensor | Image.Image], *,
-                      return_semantic_probs: bool = False) -> list[Prediction]:  # fmt: skip
+    def predict_batch(
+        self,
+        images: Sequence[np.ndarray | torch.Tensor | Image.Image],
+        *,
+        return_semantic_probs: bool = False,
+    ) -> list[Prediction]:
         """Images of any sizes -> one Prediction each (views of equal size share forwards)."""
         arrays = [as_rgb_array(im, f"image {i}") for i, im in enumerate(images)]
         views = [(i, False) for i in range(len(arrays))]
@@ -126,9 +138,12 @@ class Predictor:
                 for j, view in enumerate(chunk):
                     size = arrays[view[0]].shape[:2]
                     results[view] = self._postprocess(
-                        output.class_logits[j], output.mask_logits[j], batch.shape[-2:],
-                        inputs[view].shape[-2:], size,
-                    )  # fmt: skip
+                        output.class_logits[j],
+                        output.mask_logits[j],
+                        batch.shape[-2:],
+                        inputs[view].shape[-2:],
+                        size,
+                    )
         return [self._combine(results, i, return_semantic_probs) for i in range(len(arrays))]
 
     def _prepare(self, image: np.ndarray, *, flip: bool) -> torch.Tensor:
@@ -142,9 +157,14 @@ class Predictor:
                 image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
         return torch.from_numpy(image.copy()).permute(2, 0, 1).float().to(self.device)
 
-    def _postprocess(self, class_logits: torch.Tensor, mask_logits: torch.Tensor,
-                     padded: torch.Size, input_size: torch.Size, size: tuple[int, int]
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _postprocess(
+        self,
+        class_logits: torch.Tensor,
+        mask_logits: torch.Tensor,
+        padded: torch.Size,
+        input_size: torch.Size,
+        size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One view: (anomaly, refined anomaly, semantic probs) [.., H, W] at the original size.
 
         Mask logits are upsampled to the padded input size, cropped to the input, and the
@@ -153,8 +173,9 @@ class Predictor:
         h, w = input_size
 
         def mask_probs(index: torch.Tensor | slice) -> torch.Tensor:
-            logits = F.interpolate(mask_logits[None, index], size=tuple(padded),
-                                   mode="bilinear", align_corners=False)[0]  # fmt: skip
+            logits = F.interpolate(
+                mask_logits[None, index], size=tuple(padded), mode="bilinear", align_corners=False
+            )[0]
             return logits[:, :h, :w].sigmoid()
 
         def to_original(maps: torch.Tensor) -> torch.Tensor:

@@ -104,8 +104,9 @@ def refinement_map(
     return result
 
 
-def refine(anomaly: torch.Tensor, refine_map: torch.Tensor | None,
-           mask_threshold: float = 0.5) -> torch.Tensor:  # fmt: skip
+def refine(
+    anomaly: torch.Tensor, refine_map: torch.Tensor | None, mask_threshold: float = 0.5
+) -> torch.Tensor:
     """Zero the anomaly score where the refinement map is >= mask_threshold (never raises it)."""
     if refine_map is None:
         return anomaly

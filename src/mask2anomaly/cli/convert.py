@@ -15,10 +15,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("official", help="official weights file (.pth or .pkl)")
     parser.add_argument("out", help="native checkpoint to write (.pt)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="SECTION.KEY=VALUE", help="config override (repeatable)")  # fmt: skip
-    parser.add_argument("--trusted", action="store_true",
-                        help="allow arbitrary pickled objects (only for files you trust)")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="config override (repeatable)",
+    )
+    parser.add_argument(
+        "--trusted",
+        action="store_true",
+        help="allow arbitrary pickled objects (only for files you trust)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -28,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     model, cfg = import_official(args.official, overrides=args.overrides, trusted=args.trusted)
     save_checkpoint(args.out, model, cfg)
     num_params = sum(p.numel() for p in model.state_dict().values())
-    print(f"wrote {args.out}: {num_params / 1e6:.1f} M values, "
-          f"{cfg.model.num_classes} classes, {cfg.model.decoder.num_queries} queries, "
-          f"{cfg.model.decoder.cross_attention} cross-attention")  # fmt: skip
+    print(
+        f"wrote {args.out}: {num_params / 1e6:.1f} M values, "
+        f"{cfg.model.num_classes} classes, {cfg.model.decoder.num_queries} queries, "
+        f"{cfg.model.decoder.cross_attention} cross-attention"
+    )
     return 0

@@ -26,8 +26,9 @@ class Target:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return Target(move(self.labels), move(self.masks), move(self.outlier_mask),
-                      move(self.void_mask))  # fmt: skip
+        return Target(
+            move(self.labels), move(self.masks), move(self.outlier_mask), move(self.void_mask)
+        )
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,10 @@ class Batch:
     targets: list[Target]
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch([im.to(device, non_blocking=True) for im in self.images],
-                     [t.to(device) for t in self.targets])  # fmt: skip
+        return Batch(
+            [im.to(device, non_blocking=True) for im in self.images],
+            [t.to(device) for t in self.targets],
+        )
 
 
 def collate(samples: list[tuple[torch.Tensor, Target]]) -> Batch:

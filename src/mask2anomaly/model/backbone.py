@@ -36,18 +36,32 @@ class FrozenBatchNorm2d(nn.Module):
 class ConvNorm(nn.Conv2d):
     """Bias-free conv followed by a norm held as `.norm` (detectron2's Conv2d(norm=...))."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
-                 norm: nn.Module) -> None:  # fmt: skip
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
-                         padding=kernel_size // 2, bias=False)  # fmt: skip
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        norm: nn.Module,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=kernel_size // 2,
+            bias=False,
+        )
         self.norm = norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(super().forward(x))
 
 
-def _conv_bn(in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
-             frozen: bool) -> ConvNorm:  # fmt: skip
+def _conv_bn(
+    in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1, frozen: bool
+) -> ConvNorm:
     norm = FrozenBatchNorm2d(out_channels) if frozen else nn.BatchNorm2d(out_channels)
     return ConvNorm(in_channels, out_channels, kernel_size, stride=stride, norm=norm)
 

@@ -34,9 +34,16 @@ class ModelOutput:
 
 
 class Mask2Anomaly(nn.Module):
-    def __init__(self, *, backbone: ResNet, pixel_decoder: PixelDecoder,
-                 decoder: TransformerDecoder, pixel_mean: tuple[float, float, float],
-                 pixel_std: tuple[float, float, float], size_divisibility: int = 32) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        backbone: ResNet,
+        pixel_decoder: PixelDecoder,
+        decoder: TransformerDecoder,
+        pixel_mean: tuple[float, float, float],
+        pixel_std: tuple[float, float, float],
+        size_divisibility: int = 32,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder

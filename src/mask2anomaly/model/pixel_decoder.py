@@ -19,8 +19,16 @@ from .position_encoding import position_encoding_like
 class DeformableEncoderLayer(nn.Module):
     """Post-norm layer: deformable self-attention -> add & norm -> FFN -> add & norm."""
 
-    def __init__(self, *, dim: int, ffn_dim: int, num_levels: int, num_heads: int,
-                 num_points: int, dropout: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        dim: int,
+        ffn_dim: int,
+        num_levels: int,
+        num_heads: int,
+        num_points: int,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.self_attn = MSDeformAttn(
             dim=dim, num_levels=num_levels, num_heads=num_heads, num_points=num_points
@@ -31,8 +39,13 @@ class DeformableEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, src: torch.Tensor, pos: torch.Tensor, reference_points: torch.Tensor,
-                spatial_shapes: list[tuple[int, int]]) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self,
+        src: torch.Tensor,
+        pos: torch.Tensor,
+        reference_points: torch.Tensor,
+        spatial_shapes: list[tuple[int, int]],
+    ) -> torch.Tensor:
         """src, pos: [B, S, C] all levels flattened; reference_points [B, S, L, 2]."""
         attended = self.self_attn(src + pos, reference_points, src, spatial_shapes)
         src = self.norm1(src + self.dropout(attended))
@@ -58,16 +71,31 @@ def encoder_reference_points(
 class DeformableEncoder(nn.Module):
     """Stack of deformable encoder layers over L flattened levels with a level embedding."""
 
-    def __init__(self, *, dim: int, ffn_dim: int, num_layers: int, num_levels: int,
-                 num_heads: int, num_points: int, dropout: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        dim: int,
+        ffn_dim: int,
+        num_layers: int,
+        num_levels: int,
+        num_heads: int,
+        num_points: int,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.level_embed = nn.Parameter(torch.empty(num_levels, dim))
         nn.init.normal_(self.level_embed)
         self.layers = nn.ModuleList(
-            DeformableEncoderLayer(dim=dim, ffn_dim=ffn_dim, num_levels=num_levels,
-                                   num_heads=num_heads, num_points=num_points, dropout=dropout)
+            DeformableEncoderLayer(
+                dim=dim,
+                ffn_dim=ffn_dim,
+                num_levels=num_levels,
+                num_heads=num_heads,
+                num_points=num_points,
+                dropout=dropout,
+            )
             for _ in range(num_layers)
-        )  # fmt: skip
+        )
         for layer in self.layers:
             for p in layer.parameters():
                 if p.dim() > 1:
@@ -79,9 +107,12 @@ class DeformableEncoder(nn.Module):
         shapes = [(s.shape[2], s.shape[3]) for s in srcs]
         src = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)  # [B, S, C]
         lvl_pos = torch.cat(
-            [p.flatten(2).transpose(1, 2) + self.level_embed[i].view(1, 1, -1)
-             for i, p in enumerate(pos)], 1
-        )  # fmt: skip
+            [
+                p.flatten(2).transpose(1, 2) + self.level_embed[i].view(1, 1, -1)
+                for i, p in enumerate(pos)
+            ],
+            1,
+        )
         reference_points = encoder_reference_points(shapes, len(srcs), src.device)
         for layer in self.layers:
             src = layer(src, lvl_pos, reference_points, shapes)
@@ -91,8 +122,9 @@ class DeformableEncoder(nn.Module):
 
 def _conv_gn(in_channels: int, out_channels: int, kernel_size: int, num_groups: int) -> ConvNorm:
     """Bias-free conv + GroupNorm (detectron2's Conv2d(norm="GN")), c2_xavier_fill init."""
-    conv = ConvNorm(in_channels, out_channels, kernel_size,
-                    norm=nn.GroupNorm(num_groups, out_channels))  # fmt: skip
+    conv = ConvNorm(
+        in_channels, out_channels, kernel_size, norm=nn.GroupNorm(num_groups, out_channels)
+    )
     nn.init.kaiming_uniform_(conv.weight, a=1)
     return conv
 
@@ -105,34 +137,47 @@ class PixelDecoder(nn.Module):
         conv_dim: transformer width; mask_dim: channels of the mask features.
     """
 
-    def __init__(self, *, in_channels: dict[str, int], conv_dim: int, mask_dim: int,
-                 num_encoder_layers: int, encoder_ffn_dim: int, num_heads: int, num_points: int,
-                 num_groups: int, dropout: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        in_channels: dict[str, int],
+        conv_dim: int,
+        mask_dim: int,
+        num_encoder_layers: int,
+        encoder_ffn_dim: int,
+        num_heads: int,
+        num_points: int,
+        num_groups: int,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.conv_dim = conv_dim
         self.encoder_features = ("res5", "res4", "res3")  # low -> high resolution
         self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(in_channels[name], conv_dim, 1),
-                          nn.GroupNorm(num_groups, conv_dim))
+            nn.Sequential(
+                nn.Conv2d(in_channels[name], conv_dim, 1), nn.GroupNorm(num_groups, conv_dim)
+            )
             for name in self.encoder_features
-        )  # fmt: skip
+        )
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.constant_(proj[0].bias, 0)
         self.encoder = DeformableEncoder(
-            dim=conv_dim, ffn_dim=encoder_ffn_dim, num_layers=num_encoder_layers,
-            num_levels=len(self.encoder_features), num_heads=num_heads, num_points=num_points,
+            dim=conv_dim,
+            ffn_dim=encoder_ffn_dim,
+            num_layers=num_encoder_layers,
+            num_levels=len(self.encoder_features),
+            num_heads=num_heads,
+            num_points=num_points,
             dropout=dropout,
-        )  # fmt: skip
+        )
         self.lateral_conv = _conv_gn(in_channels["res2"], conv_dim, 1, num_groups)
         self.output_conv = _conv_gn(conv_dim, conv_dim, 3, num_groups)
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, 1)
         nn.init.kaiming_uniform_(self.mask_features.weight, a=1)
         nn.init.constant_(self.mask_features.bias, 0)
 
-    def forward(
-        self, features: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Backbone features -> (mask features [B, mask_dim, H/4, W/4],
         multi-scale maps [B, conv_dim, h, w] at strides 32, 16, 8)."""
         with torch.autocast(device_type=features["res5"].device.type, enabled=False):

@@ -12,9 +12,14 @@ import torch
 
 
 def sine_position_encoding(
-    batch_size: int, height: int, width: int, *, num_features: int, temperature: float = 10000.0,
+    batch_size: int,
+    height: int,
+    width: int,
+    *,
+    num_features: int,
+    temperature: float = 10000.0,
     device: torch.device | None = None,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Position encoding [B, 2 * num_features, H, W] for a feature map of size H x W."""
     eps, scale = 1e-6, 2 * math.pi
     ones = torch.ones((batch_size, height, width), dtype=torch.float32, device=device)

@@ -35,8 +35,9 @@ def unblock_full_rows(mask: torch.Tensor) -> torch.Tensor:
 class CrossAttentionLayer(nn.Module):
     """Queries attend to image features; masked per branch (see module docstring)."""
 
-    def __init__(self, *, dim: int, num_heads: int, variant: CrossAttention,
-                 dropout: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self, *, dim: int, num_heads: int, variant: CrossAttention, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if variant not in ("global", "masked", "cross"):
             raise ValueError(f"cross_attention must be global, masked or cross, got {variant!r}")
@@ -49,9 +50,16 @@ class CrossAttentionLayer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, *, pos: torch.Tensor,
-                query_pos: torch.Tensor, foreground_mask: torch.Tensor | None,
-                background_mask: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self,
+        tgt: torch.Tensor,
+        memory: torch.Tensor,
+        *,
+        pos: torch.Tensor,
+        query_pos: torch.Tensor,
+        foreground_mask: torch.Tensor | None,
+        background_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
         """tgt [Q, B, C], memory and pos [S, B, C]; masks [B*heads, Q, S], True = blocked."""
         query, key = tgt + query_pos, memory + pos
         if self.variant == "global":
@@ -64,7 +72,9 @@ class CrossAttentionLayer(nn.Module):
             attended = fg + bg
         else:
             mask = foreground_mask if self.variant == "masked" else None
-            attended = self.multihead_attn(query, key, memory, attn_mask=mask, need_weights=False)[0]
+            attended = self.multihead_attn(query, key, memory, attn_mask=mask, need_weights=False)[
+                0
+            ]
         return self.norm(tgt + self.dropout(attended))
 
 
@@ -116,13 +126,26 @@ class TransformerDecoder(nn.Module):
         num_classes: K inlier classes; class logits have K + 1 entries (last = no object).
     """
 
-    def __init__(self, *, in_channels: int, hidden_dim: int, num_queries: int, num_heads: int,
-                 num_layers: int, ffn_dim: int, mask_dim: int, num_classes: int,
-                 cross_attention: CrossAttention = "global", dropout: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        hidden_dim: int,
+        num_queries: int,
+        num_heads: int,
+        num_layers: int,
+        ffn_dim: int,
+        mask_dim: int,
+        num_classes: int,
+        cross_attention: CrossAttention = "global",
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if in_channels != hidden_dim:
-            raise ValueError("in_channels must equal hidden_dim (the official decoder has no "
-                             f"input projection), got {in_channels} and {hidden_dim}")  # fmt: skip
+            raise ValueError(
+                "in_channels must equal hidden_dim (the official decoder has no "
+                f"input projection), got {in_channels} and {hidden_dim}"
+            )
         self.num_heads, self.num_layers = num_heads, num_layers
         self.cross_attention = cross_attention
         self.transformer_self_attention_layers = nn.ModuleList(
@@ -130,15 +153,19 @@ class TransformerDecoder(nn.Module):
             for _ in range(num_layers)
         )
         self.transformer_cross_attention_layers = nn.ModuleList(
-            CrossAttentionLayer(dim=hidden_dim, num_heads=num_heads, variant=cross_attention,
-                                dropout=dropout)
+            CrossAttentionLayer(
+                dim=hidden_dim, num_heads=num_heads, variant=cross_attention, dropout=dropout
+            )
             for _ in range(num_layers)
-        )  # fmt: skip
+        )
         self.transformer_ffn_layers = nn.ModuleList(
             FFNLayer(dim=hidden_dim, ffn_dim=ffn_dim, dropout=dropout) for _ in range(num_layers)
         )
-        for layers in (self.transformer_self_attention_layers,
-                       self.transformer_cross_attention_layers, self.transformer_ffn_layers):
+        for layers in (
+            self.transformer_self_attention_layers,
+            self.transformer_cross_attention_layers,
+            self.transformer_ffn_layers,
+        ):
             for p in layers.parameters():
                 if p.dim() > 1:
                     nn.init.xavier_uniform_(p)
@@ -147,8 +174,9 @@ class TransformerDecoder(nn.Module):
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         self.level_embed = nn.Embedding(NUM_FEATURE_LEVELS, hidden_dim)
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
-        self.mask_embed = MLP(in_dim=hidden_dim, hidden_dim=hidden_dim, out_dim=mask_dim,
-                              num_layers=3)  # fmt: skip
+        self.mask_embed = MLP(
+            in_dim=hidden_dim, hidden_dim=hidden_dim, out_dim=mask_dim, num_layers=3
+        )
 
     def forward(
         self, multi_scale: list[torch.Tensor], mask_features: torch.Tensor
@@ -173,25 +201,31 @@ class TransformerDecoder(nn.Module):
             level = i % len(multi_scale)
             fg_mask, bg_mask = self.attention_masks(mask_logits, sizes[level])
             output = self.transformer_cross_attention_layers[i](
-                output, srcs[level], pos=pos[level], query_pos=query_pos,
-                foreground_mask=fg_mask, background_mask=bg_mask,
-            )  # fmt: skip
+                output,
+                srcs[level],
+                pos=pos[level],
+                query_pos=query_pos,
+                foreground_mask=fg_mask,
+                background_mask=bg_mask,
+            )
             output = self.transformer_self_attention_layers[i](output, query_pos=query_pos)
             output = self.transformer_ffn_layers[i](output)
             class_logits, mask_logits = self.predict(output, mask_features)
             predictions.append((class_logits, mask_logits))
         return predictions
 
-    def predict(self, output: torch.Tensor, mask_features: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def predict(
+        self, output: torch.Tensor, mask_features: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Shared prediction head: queries [Q, B, C] -> class and mask logits."""
         decoded = self.decoder_norm(output).transpose(0, 1)  # [B, Q, C]
         class_logits = self.class_embed(decoded)
         mask_logits = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoded), mask_features)
         return class_logits, mask_logits
 
-    def attention_masks(self, mask_logits: torch.Tensor, size: torch.Size
-                        ) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+    def attention_masks(
+        self, mask_logits: torch.Tensor, size: torch.Size
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Foreground / background masks [B*heads, Q, h*w] (True = blocked) at `size`.
 
         The foreground branch sees sigmoid >= 0.5, the background branch sigmoid <= 0.5; a row
