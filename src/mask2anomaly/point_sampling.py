@@ -1,0 +1,121 @@
+"""Point sampling: bilinear lookups at continuous coordinates and uncertainty-based point choice.
+
+Mask2Former computes its matching costs and mask losses on sampled points instead of full masks
+(spec official-implementation.md §5.1; PointRend's `point_sample` and
+`get_uncertain_point_coords_with_randomness`). Coordinates are normalised to [0, 1] in (x, y)
+order over the whole map, with `align_corners=False` pixel centres.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def rand_points(
+    num_masks: int,
+    num_points: int,
+    *,
+    device: torch.device | str,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Uniform random points in the unit square.
+
+    Args:
+        num_masks: leading dimension (one set of points per mask).
+        num_points: P, points per mask.
+        device: where the result lives.
+        generator: optional source of randomness; the points are drawn on its device and moved.
+
+    Returns:
+        [num_masks, P, 2] coordinates (x, y) in [0, 1).
+    """
+    draw_device = generator.device if generator is not None else device
+    points = torch.rand(num_masks, num_points, 2, generator=generator, device=draw_device)
+    return points.to(device)
+
+
+def point_sample(inputs: torch.Tensor, point_coords: torch.Tensor) -> torch.Tensor:
+    """Bilinear values of `inputs` at normalised points (zero outside the map).
+
+    Args:
+        inputs: [B, C, H, W] maps.
+        point_coords: [B, P, 2] (x, y) in [0, 1]; 0 and 1 are the outer edges of the border
+            pixels (align_corners=False), so pixel j of W has its centre at (j + 0.5) / W.
+
+    Returns:
+        [B, C, P] sampled values.
+    """
+    grid = 2.0 * point_coords.unsqueeze(2).to(inputs.dtype) - 1.0  # [B, P, 1, 2] in [-1, 1]
+    sampled = F.grid_sample(inputs, grid, mode="bilinear", align_corners=False)  # [B, C, P, 1]
+    return sampled.squeeze(3)
+
+
+def mask_uncertainty(mask_logits: torch.Tensor) -> torch.Tensor:
+    """Uncertainty of class-agnostic mask logits: -|logit|, highest at the decision boundary."""
+    return -mask_logits.abs()
+
+
+def uncertain_point_coords(
+    mask_logits: torch.Tensor,
+    *,
+    num_points: int,
+    oversample_ratio: float,
+    importance_sample_ratio: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Points biased towards uncertain regions of each mask (PointRend training sampling).
+
+    Draws `num_points * oversample_ratio` uniform candidates per mask, keeps the
+    `importance_sample_ratio * num_points` most uncertain ones (by `mask_uncertainty` of the
+    bilinearly sampled logit) and fills up with fresh uniform points.
+
+    Args:
+        mask_logits: [M, 1, h, w] logits of M masks (no gradient is needed here).
+        num_points: P, points returned per mask.
+        oversample_ratio: candidates per returned point (official 3).
+        importance_sample_ratio: fraction of the P points chosen by uncertainty (official 0.75).
+        generator: optional torch.Generator for reproducible draws.
+
+    Returns:
+        [M, P, 2] coordinates (x, y) in [0, 1].
+    """
+    if oversample_ratio < 1 or not 0 <= importance_sample_ratio <= 1:
+        raise ValueError("need oversample_ratio >= 1 and 0 <= importance_sample_ratio <= 1")
+    num_masks, device = mask_logits.shape[0], mask_logits.device
+    num_candidates = int(num_points * oversample_ratio)
+    candidates = rand_points(num_masks, num_candidates, device=device, generator=generator)
+    uncertainty = mask_uncertainty(point_sample(mask_logits, candidates))[:, 0]  # [M, P_cand]
+    num_uncertain = int(importance_sample_ratio * num_points)
+    index = torch.topk(uncertainty, k=num_uncertain, dim=1).indices  # [M, num_uncertain]
+    chosen = torch.gather(candidates, 1, index.unsqueeze(-1).expand(-1, -1, 2))
+    num_random = num_points - num_uncertain
+    if num_random > 0:
+        extra = rand_points(num_masks, num_random, device=device, generator=generator)
+        chosen = torch.cat([chosen, extra], dim=1)
+    return chosen
+
+
+def sample_padded_masks(
+    masks: torch.Tensor, point_coords: torch.Tensor, padded_size: tuple[int, int]
+) -> torch.Tensor:
+    """Sample masks as if they were first zero-padded (bottom/right) to `padded_size`.
+
+    Mask2Former pads every GT mask to the padded batch size before sampling. Rescaling the
+    coordinates to the unpadded map is the same lookup without allocating the padded copy:
+    with align_corners=False the pixel position is `c * W_pad - 0.5` in both cases, and
+    grid_sample's zero padding supplies the zeros beyond the real mask.
+
+    Args:
+        masks: [M, H, W] masks (any dtype; converted to float).
+        point_coords: [M, P, 2] (x, y) in [0, 1], normalised to the padded size.
+        padded_size: (H_pad, W_pad) with H_pad >= H and W_pad >= W.
+
+    Returns:
+        [M, P] float values in [0, 1].
+    """
+    height, width = masks.shape[-2:]
+    if height > padded_size[0] or width > padded_size[1]:
+        raise ValueError(f"masks of size {(height, width)} exceed the padded size {padded_size}")
+    scale = point_coords.new_tensor([padded_size[1] / width, padded_size[0] / height])
+    return point_sample(masks[:, None].float(), point_coords * scale)[:, 0]
