@@ -92,14 +92,29 @@ def read_weights_file(path: str | Path, *, trusted: bool = False) -> dict[str, A
         else:
             data = torch.load(path, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as error:
-        hint = "" if trusted else " (only tensors and plain containers are loaded from files)"
-        raise UserError(f"{path}: cannot be read safely: {error}{hint}") from None
+        raise UserError(f"{path}: {_unpickling_problem(str(error), trusted)}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path}: not a readable weights file ({reason})") from None
+        raise UserError(f"{path}: not a readable weights file ({_first_line(error)})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a dict of weights, got {type(data).__name__}")
     return data
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _unpickling_problem(message: str, trusted: bool) -> str:
+    """One line from torch's / our unpickler's multi-line refusal."""
+    match = re.search(r"Unsupported global: GLOBAL (\S+)|refusing to load (\S+)", message)
+    if match:
+        name = match.group(1) or match.group(2)
+        hint = "" if trusted else " (re-run with --trusted only for a file you trust)"
+        return f"cannot be read safely: it contains the Python object {name}{hint}"
+    reason = re.search(r"WeightsUnpickler error:\s*(.+)", message, re.DOTALL)
+    detail = reason.group(1).strip().splitlines()[0] if reason else message.splitlines()[0]
+    return f"not a readable weights file ({detail})"
 
 
 def _as_tensor(value: Any) -> torch.Tensor:

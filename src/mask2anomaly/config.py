@@ -231,10 +231,23 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover
 
 
-def _unknown_key(cls: type, key: str, where: str) -> ConfigError:
-    names = [f.name for f in dataclasses.fields(cls)]
+def nearest_name(key: str, names: list[str]) -> str | None:
+    """The valid name a mistyped `key` most likely meant: an abbreviation ("learning_rate" ->
+    "lr"), a name contained in the key or containing it, else the closest spelling."""
+    initials = "".join(word[:1] for word in key.split("_"))
+    for name in names:
+        if name == initials:
+            return name
+    contained = [n for n in names if n in key or key in n]
+    if contained:
+        return min(contained, key=lambda n: abs(len(n) - len(key)))
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.0)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return close[0] if close else None
+
+
+def _unknown_key(cls: type, key: str, where: str) -> ConfigError:
+    close = nearest_name(key, [f.name for f in dataclasses.fields(cls)])
+    hint = f"; did you mean '{close}'?" if close else ""
     prefix = f"{where}." if where else ""
     return ConfigError(f"unknown key '{prefix}{key}'{hint}")
 
