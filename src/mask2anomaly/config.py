@@ -88,6 +88,9 @@ class InferenceConfig:
     min_size: int = 1024  # shortest edge after resizing (official MIN_SIZE_TEST)
     max_size: int = 2048  # longest edge cap (official MAX_SIZE_TEST)
     flip: bool = True  # horizontal-flip averaging of the anomaly map (official script)
+    # fp32 reproduces the official outputs (TF32 off on GPUs: with it, logits move by ~0.3);
+    # tf32, fp16 and bf16 trade that for speed.
+    precision: Literal["fp32", "tf32", "fp16", "bf16"] = "fp32"
 
 
 @dataclass(frozen=True)

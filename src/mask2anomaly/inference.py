@@ -10,9 +10,11 @@ switchable through InferenceConfig and ScoringConfig.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,15 +35,50 @@ from .scoring import (
 QUERY_CHUNK = 25  # queries upsampled to full resolution at once (bounds memory)
 
 
+class ViewResult(NamedTuple):
+    """One view (image or its flip) at the original size: anomaly [H, W], refined anomaly,
+    refinement keep mask (1 kept, 0 zeroed), semantic probabilities [K, H, W]."""
+
+    anomaly: torch.Tensor
+    refined: torch.Tensor
+    keep: torch.Tensor
+    semantic: torch.Tensor
+
+
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _set_tf32(matmul: bool, cudnn: bool) -> None:
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+@contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """fp32: exact float32 (TF32 off, the official numbers); tf32: TF32 matmuls and convs on
+    GPUs that have them; fp16 / bf16: autocast (the pixel decoder stays float32)."""
+    with ExitStack() as stack:
+        if device.type == "cuda":
+            stack.callback(
+                _set_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+            )
+            _set_tf32(precision != "fp32", precision != "fp32")
+        if precision in AUTOCAST_DTYPES:
+            stack.enter_context(torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision]))
+        yield
+
+
 @dataclass(frozen=True)
 class Prediction:
     """anomaly_score: float32 [H, W] (refined when refinement is on; higher = more anomalous);
     anomaly_score_unrefined: float32 [H, W]; semantic: uint8 [H, W] train IDs (unflipped view);
-    semantic_probs: float32 [K, H, W] of the unflipped view, only when asked for."""
+    refinement_keep: float32 [H, W], the refinement mask averaged over the views (1 = score kept
+    in every view, 0 = zeroed in every view); semantic_probs: float32 [K, H, W] of the unflipped
+    view, only when asked for."""
 
     anomaly_score: np.ndarray
     anomaly_score_unrefined: np.ndarray
     semantic: np.ndarray
+    refinement_keep: np.ndarray
     semantic_probs: np.ndarray | None = None
 
 
@@ -129,20 +166,20 @@ class Predictor:
         groups: dict[tuple[int, ...], list[tuple[int, bool]]] = {}
         for view, tensor in inputs.items():
             groups.setdefault(tuple(tensor.shape), []).append(view)
-        results: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        results: dict[tuple[int, bool], ViewResult] = {}
         for members in groups.values():
             for start in range(0, len(members), self.batch_size):
                 chunk = members[start : start + self.batch_size]
                 batch = self.model.preprocess([inputs[v] for v in chunk])
-                output = self.model(batch)
+                with precision_context(self.inference.precision, self.device):
+                    output = self.model(batch)
                 for j, view in enumerate(chunk):
-                    size = arrays[view[0]].shape[:2]
                     results[view] = self._postprocess(
-                        output.class_logits[j],
-                        output.mask_logits[j],
+                        output.class_logits[j].float(),
+                        output.mask_logits[j].float(),
                         batch.shape[-2:],
                         inputs[view].shape[-2:],
-                        size,
+                        arrays[view[0]].shape[:2],
                     )
         return [self._combine(results, i, return_semantic_probs) for i in range(len(arrays))]
 
@@ -164,8 +201,8 @@ class Predictor:
         padded: torch.Size,
         input_size: torch.Size,
         size: tuple[int, int],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One view: (anomaly, refined anomaly, semantic probs) [.., H, W] at the original size.
+    ) -> ViewResult:
+        """One view's maps at the original size.
 
         Mask logits are upsampled to the padded input size, cropped to the input, and the
         semantic / refinement channels resized to the original size, as the official code does.
@@ -195,21 +232,28 @@ class Predictor:
         indices, scores = refinement_queries(
             class_logits, scoring.refinement, scoring.refine_class_threshold
         )
-        refined = anomaly
+        keep = torch.ones_like(anomaly)
         if len(indices):
             refine_map = refinement_map(scores, mask_probs(indices), resize=to_original)
-            refined = refine(anomaly, refine_map, scoring.refine_mask_threshold)
-        return anomaly, refined, semantic
+            keep = refine(keep, refine_map, scoring.refine_mask_threshold)
+        return ViewResult(anomaly, anomaly * keep, keep, semantic)
 
-    def _combine(self, results: dict, index: int, return_semantic_probs: bool) -> Prediction:
-        anomaly, refined, semantic = results[(index, False)]
+    def _combine(
+        self, results: dict[tuple[int, bool], ViewResult], index: int, return_semantic_probs: bool
+    ) -> Prediction:
+        """Average the unflipped view with the flipped one, flipped back (official TTA)."""
+        view = results[(index, False)]
+        anomaly, refined, keep = view.anomaly, view.refined, view.keep
         if self.inference.flip:
-            flip_anomaly, flip_refined, _ = results[(index, True)]
-            anomaly = (anomaly + flip_anomaly.flip(-1)) / 2
-            refined = (refined + flip_refined.flip(-1)) / 2
+            other = results[(index, True)]
+            anomaly = (anomaly + other.anomaly.flip(-1)) / 2
+            refined = (refined + other.refined.flip(-1)) / 2
+            keep = (keep + other.keep.flip(-1)) / 2
+        semantic = view.semantic
         return Prediction(
-            anomaly_score=refined.float().cpu().numpy(),
-            anomaly_score_unrefined=anomaly.float().cpu().numpy(),
+            anomaly_score=refined.cpu().numpy(),
+            anomaly_score_unrefined=anomaly.cpu().numpy(),
             semantic=semantic.argmax(0).to(torch.uint8).cpu().numpy(),
-            semantic_probs=semantic.float().cpu().numpy() if return_semantic_probs else None,
+            refinement_keep=keep.cpu().numpy(),
+            semantic_probs=semantic.cpu().numpy() if return_semantic_probs else None,
         )
