@@ -1,4 +1,4 @@
-"""Pixel metrics against scikit-learn, against a literal slow SMIYC reference and hand-worked frames."""
+"""Pixel metrics against scikit-learn, a literal slow SMIYC reference and hand-worked frames."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def test_fpr95_interpolated_differs_from_first_point_on_ties():
 
 
 def _smiyc_frame_reference(score, label):
-    """SMIYC binary_confusion_matrix, percentile strategy, written out with np.quantile/histogram."""
+    """SMIYC binary_confusion_matrix (percentile strategy) with np.quantile and np.histogram."""
     roi = label < 255
     p, g = score[roi], label[roi].astype(bool)
     pos, neg = p[g], p[~g]

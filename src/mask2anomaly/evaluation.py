@@ -1,0 +1,209 @@
+"""Evaluation driver: score a benchmark with any score function, store the maps, compute metrics.
+
+Issue 3 / spec ../shared/spec/benchmarks.md A-E. `score_dataset` runs a score function over a
+dataset and stores each anomaly map as float16 (as SMIYC does, A.1), resuming where it stopped;
+`score_maps` computes the metrics of stored maps from any method (.npy, .npz, 16-bit .png, SMIYC
+.hdf5): pixel metrics per protocol, then the SMIYC component metrics at the smiyc pixel-F1-optimal
+threshold. Report files (json, Markdown, curves, overlays) are written by `report.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from .component_metrics import TRACKS, ComponentMetrics
+from .data.benchmarks import Benchmark
+from .errors import UserError
+from .metrics import ConfusionMatrix, ExactPixelMetrics, make_pixel_metrics
+
+log = logging.getLogger(__name__)
+
+MAP_SUFFIXES = (".npy", ".npz", ".png", ".hdf5", ".h5")
+NUM_WORST_FRAMES = 4  # frames with the lowest per-frame AP get an overlay in the report
+
+
+def save_map(path: Path, score: np.ndarray) -> None:
+    """Write a float16 map atomically (temporary file + os.replace): .npy or compressed .npz."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            if path.suffix == ".npz":
+                np.savez_compressed(file, anomaly_score=score.astype(np.float16))
+            else:
+                np.save(file, score.astype(np.float16))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_map(path: Path) -> np.ndarray:
+    """A stored anomaly map [H, W]: floats keep their dtype, PNG integers become float32."""
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                return archive[archive.files[0]]
+        if path.suffix == ".png":
+            with Image.open(path) as image:
+                return np.asarray(image).astype(np.float32)
+        return _load_hdf5(path)
+    except (OSError, ValueError, KeyError, IndexError) as error:
+        raise UserError(f"{path}: cannot read anomaly map ({error})") from None
+
+
+def _load_hdf5(path: Path) -> np.ndarray:
+    try:
+        import h5py
+    except ImportError:
+        raise UserError(f"{path}: reading SMIYC .hdf5 maps needs h5py (pip install h5py)") from None
+    with h5py.File(path, "r") as file:
+        return file["value"][()]
+
+
+def find_map(maps_dir: Path, frame_id: str) -> Path:
+    """The map of a frame: <maps_dir>/<frame_id> + one of MAP_SUFFIXES."""
+    for suffix in MAP_SUFFIXES:
+        if (path := maps_dir / f"{frame_id}{suffix}").is_file():
+            return path
+    raise UserError(f"no anomaly map for frame {frame_id}: expected {maps_dir / frame_id}.npy")
+
+
+def score_dataset(
+    dataset: Benchmark,
+    score_fn: Callable[[np.ndarray], np.ndarray],
+    out_dir: str | Path,
+    *,
+    protocols: Sequence[str] = ("smiyc",),
+    map_format: str = "npy",
+    shard: tuple[int, int] = (0, 1),
+    compute_metrics: bool = True,
+) -> dict | None:
+    """Score every frame not stored yet, then compute the metrics from the stored maps.
+
+    Args:
+        score_fn: image uint8 [H, W, 3] RGB -> float32 [H, W] anomaly map (higher = anomaly).
+        out_dir: maps go to out_dir/maps/<dataset name>/<frame id>.<map_format>.
+        shard: (rank, world size): this process scores frames rank, rank + world, ...
+        compute_metrics: False under sharding for all but one process.
+
+    Returns:
+        the result of `score_maps`, or None when compute_metrics is False.
+    """
+    maps_dir = Path(out_dir) / "maps" / dataset.name
+    rank, world = shard
+    indices = range(rank, len(dataset), world)
+    todo = [i for i in indices if not _stored(maps_dir, dataset.frames[i].frame_id)]
+    for i in tqdm(todo, desc=f"{dataset.name} [{rank}/{world}]", unit="frame", disable=None):
+        frame = dataset.frames[i]
+        image = dataset.load_image(i)
+        score = np.asarray(score_fn(image))
+        if score.shape != image.shape[:2]:
+            raise UserError(
+                f"{frame.image_path}: anomaly map {score.shape} != image {image.shape[:2]}"
+            )
+        if not np.isfinite(score).all():
+            raise UserError(f"{frame.image_path}: the anomaly map holds NaN or inf")
+        save_map(maps_dir / f"{frame.frame_id}.{map_format}", score)
+    if not compute_metrics:
+        return None
+    return score_maps(maps_dir, dataset, protocols)
+
+
+def _stored(maps_dir: Path, frame_id: str) -> bool:
+    return any((maps_dir / f"{frame_id}{suffix}").is_file() for suffix in MAP_SUFFIXES)
+
+
+def _frames(maps_dir: Path, dataset: Benchmark, desc: str):
+    """(index, map path, score [H, W], label [H, W]) of every frame, checked."""
+    for i in tqdm(range(len(dataset)), desc=desc, unit="frame", disable=None):
+        path = find_map(maps_dir, dataset.frames[i].frame_id)
+        score, label = load_map(path), dataset.load_label(i)
+        if score.ndim == 3 and score.shape[0] == 1:
+            score = score[0]
+        if score.shape != label.shape:
+            raise UserError(
+                f"{path}: map size {score.shape} != label size {label.shape} "
+                f"({dataset.frames[i].label_path})"
+            )
+        yield i, path, score, label
+
+
+def score_maps(
+    maps_dir: str | Path,
+    dataset: Benchmark,
+    protocols: Sequence[str] = ("smiyc", "exact", "mask2anomaly"),
+    *,
+    round_to_float16: bool = False,
+    track: str | None = None,
+) -> dict:
+    """Metrics of stored maps (any method) for a dataset: the reference evaluator.
+
+    Args:
+        maps_dir: folder with one map per frame, named <frame id>.(npy|npz|png|hdf5).
+        round_to_float16: round scores to float16 first (smiyc), as SMIYC stores maps.
+        track: component size limits ("anomaly" / "obstacle"); default: the dataset's own.
+
+    Returns:
+        {"dataset", "num_frames", "pixel": {protocol: scalars}, "components": {...} (smiyc only),
+        "curves": {protocol: PixelCurve}, "worst_frames": [...], "unmapped_pixels": {...}}.
+    """
+    maps_dir = Path(maps_dir)
+    accumulators = {p: make_pixel_metrics(p, round_to_float16=round_to_float16) for p in protocols}
+    per_frame = []
+    for i, path, score, label in _frames(maps_dir, dataset, f"{dataset.name} pixel metrics"):
+        try:
+            for accumulator in accumulators.values():
+                accumulator.update(score, label, index=i)
+            per_frame.append((_frame_ap(score, label), dataset.frames[i].frame_id, str(path)))
+        except ValueError as error:
+            raise UserError(f"{path}: {error}") from None
+    pixel = {p: a.compute() for p, a in accumulators.items()}
+    result = {
+        "dataset": dataset.name,
+        "num_frames": len(dataset),
+        "pixel": {p: m.as_dict() for p, m in pixel.items()},
+        "curves": {p: m.curve for p, m in pixel.items()},
+        "worst_frames": [
+            {"frame_id": fid, "map": path, "ap": ap}
+            for ap, fid, path in sorted(f for f in per_frame if not np.isnan(f[0]))[
+                :NUM_WORST_FRAMES
+            ]
+        ],
+        "unmapped_pixels": dict(dataset.unmapped_pixels),
+    }
+    track = track or dataset.track
+    if "smiyc" in pixel and track is not None and pixel["smiyc"].num_pos > 0:
+        components = ComponentMetrics(pixel["smiyc"].best_f1_threshold, TRACKS[track])
+        for _, _, score, label in _frames(maps_dir, dataset, f"{dataset.name} components"):
+            components.update(score.astype(np.float16) if round_to_float16 else score, label)
+        result["components"] = {"track": track, **components.compute()}
+    return result
+
+
+def _frame_ap(score: np.ndarray, label: np.ndarray) -> float:
+    """Exact AP of one frame (NaN without anomaly pixels), to pick the worst frames."""
+    if not (label == 1).any():
+        return float("nan")
+    accumulator = ExactPixelMetrics("exact")
+    accumulator.update(score, label)
+    return accumulator.compute().auprc
+
+
+def evaluate_semantic(dataset: Benchmark, segment_fn: Callable[[np.ndarray], np.ndarray]) -> dict:
+    """Inlier mIoU: segment_fn(image uint8 [H, W, 3]) -> train IDs [H, W] (19 classes)."""
+    confusion = ConfusionMatrix()
+    for i in tqdm(range(len(dataset)), desc=f"{dataset.name} mIoU", unit="frame", disable=None):
+        image, label = dataset[i]
+        confusion.update(segment_fn(image), label)
+    return {"dataset": dataset.name, "num_frames": len(dataset), "semantic": confusion.compute()}
