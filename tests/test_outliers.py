@@ -276,3 +276,15 @@ def test_premade_layout_errors(tmp_path: Path) -> None:
     write_image(tmp_path / "images" / "b.jpg", 21, 30, 0)
     raises_one_line("b.jpg: image is 30x21", open_outliers(tmp_path).load, 0)
     raises_one_line("not an outlier folder", open_outliers, tmp_path / "images")
+
+
+def test_prepare_outliers_command(coco_root: Path, tmp_path: Path, capsys) -> None:
+    from mask2anomaly.cli import main
+
+    out = tmp_path / "prepared"
+    assert main(["prepare-outliers", "--coco", str(coco_root), "--out", str(out)]) == 0
+    assert "2 outlier images written" in capsys.readouterr().out
+    assert len(open_outliers(out)) == 2
+    assert main(["prepare-outliers", "--coco", str(tmp_path), "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "instances_train2017.json" in error
