@@ -1,0 +1,154 @@
+"""`mask2anomaly train` (stage 1) and `mask2anomaly finetune` (stage 2).
+
+Both run one process or many under `torchrun --nproc_per_node N -m mask2anomaly ...` (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def _common(parser: argparse.ArgumentParser, default_config: str) -> None:
+    parser.add_argument(
+        "--config",
+        default=default_config,
+        help=f"YAML file or packaged config name (default: {default_config})",
+    )
+    parser.add_argument(
+        "--data", required=True, help="Cityscapes-format root (leftImg8bit/, gtFine/)"
+    )
+    parser.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--seed", type=int, help="sets train.seed")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="config override (repeatable)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--check-replicas",
+        action="store_true",
+        help="under torchrun: verify after every step that all processes hold identical weights",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="stage 1: train on the inlier classes of a Cityscapes-format dataset",
+        description="Stage 1 of Mask2Anomaly: mask-classification training on the 19 inlier "
+        "classes, iteration-based, with exact resume and DDP under torchrun.",
+    )
+    _common(train, "cityscapes_r50")
+    train.add_argument(
+        "--backbone-weights",
+        help="ResNet weights, torchvision names (e.g. Barlow Twins resnet50.pth) "
+        "or detectron2 names (.pth/.pkl)",
+    )
+    train.set_defaults(func=run_train)
+    finetune = subparsers.add_parser(
+        "finetune",
+        help="stage 2: AnomalyMix + mask contrastive fine-tuning",
+        description="Stage 2 of Mask2Anomaly: paste outlier objects into inlier images and "
+        "fine-tune with the mask contrastive loss, starting from a stage-1 checkpoint.",
+    )
+    _common(finetune, "finetune_anomalymix")
+    finetune.add_argument("--init", required=True, help="stage-1 checkpoint (native format)")
+    finetune.add_argument(
+        "--outliers",
+        required=True,
+        help="outlier source: a COCO-format folder or the prepared layout "
+        "(ood_annotations/*.png + images/)",
+    )
+    finetune.set_defaults(func=run_finetune)
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    seed = [] if args.seed is None else [f"train.seed={args.seed}"]
+    return [*seed, *args.overrides]
+
+
+def _run(args: argparse.Namespace, *, stage2: bool) -> int:
+    from .. import distributed
+    from ..checkpoint import load_checkpoint_config
+    from ..config import config_to_dict
+    from ..training import build_trainer, resolve_run
+
+    config: str | Path = args.config
+    overrides = _overrides(args)
+    if stage2:
+        # the architecture comes from the stage-1 checkpoint, the rest from the config
+        init_model = config_to_dict(load_checkpoint_config(args.init).model)
+        overrides = [f"model.{k}={v!r}" for k, v in _flatten(init_model)] + overrides
+    ctx = distributed.setup(args.device)
+    try:
+        run, cfg, last = resolve_run(
+            args.out, config=config, overrides=overrides, resume=args.resume
+        )
+        anomaly_mix = outlier_loss = None
+        if stage2:
+            if not cfg.outlier.enabled:
+                raise UserError("finetune needs outlier.enabled: true (see finetune_anomalymix)")
+            anomaly_mix, outlier_loss = _outlier_parts(cfg, args.outliers)
+        trainer = build_trainer(
+            cfg,
+            data_root=args.data,
+            run=run,
+            last=last,
+            ctx=ctx,
+            init=args.init if stage2 else None,
+            backbone_weights=None if stage2 else args.backbone_weights,
+            anomaly_mix=anomaly_mix,
+            outlier_loss=outlier_loss,
+            progress=not args.no_progress,
+            check_replicas=args.check_replicas,
+        )
+        if last is not None and ctx.is_main:
+            print(f"resuming {run.root} from iteration {trainer.iteration}")
+        final = trainer.fit()
+        if ctx.is_main:
+            print(f"wrote {final}")
+    finally:
+        distributed.teardown()
+    return 0
+
+
+def _flatten(values: dict, prefix: str = "") -> list[tuple[str, object]]:
+    items: list[tuple[str, object]] = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            items += _flatten(value, f"{prefix}{key}.")
+        else:
+            items.append((f"{prefix}{key}", tuple(value) if isinstance(value, list) else value))
+    return items
+
+
+def _outlier_parts(cfg, outliers: str):
+    from ..data.anomaly_mix import AnomalyMix
+    from ..data.outliers import open_outlier_pool
+    from ..outlier_loss import OutlierLoss
+
+    o = cfg.outlier
+    mix = AnomalyMix(
+        open_outlier_pool(outliers), probability=o.anomaly_mix_prob, scale_range=o.paste_scale
+    )
+    loss = OutlierLoss(
+        kind=o.loss, margin=o.margin, weight=o.weight, void_as_inlier=o.void_as_inlier
+    )
+    return mix, loss
+
+
+def run_train(args: argparse.Namespace) -> int:
+    return _run(args, stage2=False)
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    return _run(args, stage2=True)

@@ -1,0 +1,423 @@
+"""The training loop of both stages: data, optimiser, checkpoints, exact resume, logging, DDP.
+
+Stage 1 (`train`) learns the inlier classes; stage 2 (`finetune`) adds AnomalyMix and the mask
+contrastive loss (spec official-implementation.md §2, §5). A run folder holds `config.yaml`,
+`metrics.jsonl`, `checkpoints/iter_*.pt` (full training state, written atomically), a
+`checkpoints/last` pointer and finally `model_final.pt`. Resuming restores weights, optimiser,
+schedule, AMP scaler, RNG states and the data position, so a resumed run ends with the same
+weights as an uninterrupted one (deterministic CPU runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from . import distributed
+from .checkpoint import load_backbone_weights, read_checkpoint, save_checkpoint
+from .config import (
+    Config,
+    config_from_dict,
+    deep_merge,
+    load_config,
+    parse_override,
+    save_config,
+)
+from .data.cityscapes import CityscapesSemantic
+from .data.transforms import LabeledImage, TrainTransform
+from .data.types import collate
+from .engine import SampleStream, build_criterion, evaluate_semantic, step_seed, train_step
+from .errors import UserError
+from .inference import Predictor
+from .model import Mask2Anomaly, build_model
+from .optim import build_optimizer, build_scheduler
+
+Transform = Callable[[LabeledImage, np.random.Generator], LabeledImage]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def pointer(self) -> Path:
+        return self.checkpoints / "last"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def final(self) -> Path:
+        return self.root / "model_final.pt"
+
+    def snapshot(self, iteration: int) -> Path:
+        return self.checkpoints / f"iter_{iteration:07d}.pt"
+
+    def last_checkpoint(self) -> Path | None:
+        if not self.pointer.is_file():
+            return None
+        path = self.checkpoints / self.pointer.read_text().strip()
+        return path if path.is_file() else None
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _numpy_rng_state() -> list[Any]:
+    """numpy's global RNG state with its key array as a tensor (weights_only-loadable)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached]
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN / inf -> None (strict JSON), recursively."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class Chain:
+    """Apply transforms in order, all drawing from one generator."""
+
+    def __init__(self, *transforms: Transform) -> None:
+        self.transforms = transforms
+
+    def __call__(self, sample: LabeledImage, rng: np.random.Generator) -> LabeledImage:
+        for transform in self.transforms:
+            sample = transform(sample, rng)
+        return sample
+
+
+def train_transform(cfg: Config, anomaly_mix: Transform | None = None) -> Transform:
+    data = cfg.data
+    augment = TrainTransform(
+        min_sizes=data.train_min_sizes,
+        max_size=data.train_max_size,
+        crop_size=data.crop_size,
+        color_jitter=data.color_jitter,
+        flip=data.flip,
+    )
+    return augment if anomaly_mix is None else Chain(anomaly_mix, augment)
+
+
+def _unwrap_worker_error(error: Exception) -> UserError | None:
+    """A UserError raised in a DataLoader worker arrives wrapped in a multi-line message."""
+    text = str(error)
+    match = re.search(r"UserError: (.+?)\s*$", text)
+    if isinstance(error, UserError) and "\n" not in text:
+        return error
+    return UserError(match.group(1)) if match else None
+
+
+@dataclasses.dataclass
+class Trainer:
+    """State of one training run; `fit()` runs it to the end."""
+
+    cfg: Config
+    run: RunPaths
+    ctx: distributed.Context
+    model: Mask2Anomaly
+    train_set: CityscapesSemantic
+    val_set: CityscapesSemantic | None
+    outlier_loss: Any = None
+    progress: bool = True
+    check_replicas: bool = False
+
+    def __post_init__(self) -> None:
+        train = self.cfg.train
+        self.model.to(self.ctx.device).train()
+        self.criterion = build_criterion(self.cfg).to(self.ctx.device)
+        self.optimizer = build_optimizer(
+            self.model,
+            lr=train.lr,
+            weight_decay=train.weight_decay,
+            weight_decay_norm=train.weight_decay_norm,
+            weight_decay_embed=train.weight_decay_embed,
+            backbone_lr_multiplier=train.backbone_lr_multiplier,
+        )
+        self.scheduler = build_scheduler(
+            self.optimizer, max_iters=train.max_iters, power=train.poly_power
+        )
+        use_amp = train.amp and self.ctx.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if use_amp else None
+        self.iteration = 0
+        self.net: torch.nn.Module = self.model
+        if self.ctx.world_size > 1:
+            device_ids = [self.ctx.device] if self.ctx.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def save(self) -> Path:
+        path = self.run.snapshot(self.iteration)
+        if self.ctx.is_main:
+            save_checkpoint(
+                path,
+                self.model,
+                self.cfg,
+                iteration=self.iteration,
+                optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(),
+                scaler=None if self.scaler is None else self.scaler.state_dict(),
+                rng={"torch": torch.get_rng_state(), "numpy": _numpy_rng_state()},
+            )
+            _write_text_atomic(self.run.pointer, path.name + "\n")
+        distributed.barrier()
+        return path
+
+    def restore(self, path: Path) -> None:
+        data = read_checkpoint(path)
+        self.model.load_state_dict(data["model"])
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.scheduler.load_state_dict(data["scheduler"])
+        if self.scaler is not None and data.get("scaler"):
+            self.scaler.load_state_dict(data["scaler"])
+        torch.set_rng_state(data["rng"]["torch"])
+        name, keys, position, has_gauss, cached = data["rng"]["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+        self.iteration = int(data["iteration"])
+
+    # -- logging ----------------------------------------------------------------------------
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.ctx.is_main:
+            with self.run.metrics.open("a") as f:
+                f.write(json.dumps(_json_safe(record)) + "\n")
+
+    def trim_log(self) -> None:
+        """Drop log lines written after the checkpoint a resumed run restarts from."""
+        if not (self.ctx.is_main and self.run.metrics.is_file()):
+            return
+        kept = [
+            line
+            for line in self.run.metrics.read_text().splitlines()
+            if line.strip() and json.loads(line).get("iteration", 0) <= self.iteration
+        ]
+        _write_text_atomic(self.run.metrics, "".join(line + "\n" for line in kept))
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def validate(self) -> dict[str, Any]:
+        if self.val_set is None:
+            return {}
+        result: dict[str, Any] = {}
+        if self.ctx.is_main:
+            self.model.eval()
+            predictor = Predictor(
+                self.model,
+                scoring=dataclasses.replace(self.cfg.scoring, refinement="none"),
+                inference=dataclasses.replace(self.cfg.inference, flip=False),
+            )
+            result = evaluate_semantic(
+                lambda image: predictor.predict(image).semantic,
+                self.val_set,
+                self.cfg.model.num_classes,
+                progress=self.progress,
+            )
+            self.model.train()
+            self.log({"iteration": self.iteration, **result})
+        distributed.barrier()
+        return result
+
+    def losses_for_step(self) -> list[Callable]:
+        generator = torch.Generator(device=self.ctx.device)
+        generator.manual_seed(step_seed(self.cfg.train.seed, self.iteration, self.ctx.rank))
+        losses: list[Callable] = [lambda out, tgt: self.criterion(out, tgt, generator=generator)]
+        if self.outlier_loss is not None:
+            losses.append(self.outlier_loss)
+        return losses
+
+    def loader(self) -> DataLoader:
+        stream = SampleStream(
+            len(self.train_set),
+            batch_size=self.cfg.train.batch_size,
+            seed=self.cfg.train.seed,
+            start_iteration=self.iteration,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world_size,
+        )
+        workers = self.cfg.data.num_workers
+        return DataLoader(
+            self.train_set,
+            batch_sampler=stream,
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.ctx.device.type == "cuda",
+        )
+
+    def fit(self) -> Path:
+        train = self.cfg.train
+        batches = iter(self.loader())
+        bar = tqdm(
+            total=train.max_iters,
+            initial=self.iteration,
+            desc="train",
+            unit="it",
+            disable=not (self.progress and self.ctx.is_main),
+            dynamic_ncols=True,
+        )
+        started = time.perf_counter()
+        while self.iteration < train.max_iters:
+            try:
+                batch = next(batches)
+            except Exception as error:  # a worker's UserError arrives wrapped
+                unwrapped = _unwrap_worker_error(error)
+                if unwrapped is None:
+                    raise
+                raise unwrapped from None
+            lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
+            try:
+                logged = train_step(
+                    self.net,
+                    self.losses_for_step(),
+                    batch,
+                    self.optimizer,
+                    self.scheduler,
+                    scaler=self.scaler,
+                    max_grad_norm=train.clip_grad_norm,
+                )
+            except FloatingPointError as error:
+                last = self.run.last_checkpoint()
+                kept = f"last good checkpoint: {last}" if last else "no checkpoint written yet"
+                raise UserError(f"iteration {self.iteration + 1}: {error}; {kept}") from None
+            self.iteration += 1
+            if self.check_replicas:
+                assert_replicas_identical(self.model, self.iteration)
+            bar.update(1)
+            bar.set_postfix(loss=f"{logged['loss']:.3f}")
+            if self.iteration % train.log_every == 0 or self.iteration == train.max_iters:
+                logged = distributed.all_reduce_mean(logged, self.ctx.device)
+                elapsed = time.perf_counter() - started
+                self.log({"iteration": self.iteration, **logged, "lr": lr, "seconds": elapsed})
+            if self.iteration % train.checkpoint_every == 0 and self.iteration < train.max_iters:
+                self.save()
+            if train.eval_every and self.iteration % train.eval_every == 0:
+                self.validate()
+        bar.close()
+        self.save()
+        if train.eval_every and self.iteration % train.eval_every:
+            self.validate()
+        if self.ctx.is_main:
+            save_checkpoint(self.run.final, self.model, self.cfg, iteration=self.iteration)
+        distributed.barrier()
+        return self.run.final
+
+
+def assert_replicas_identical(model: torch.nn.Module, iteration: int) -> None:
+    """Every process holds bitwise the same trainable weights (a DDP sanity check)."""
+    if not distributed.is_distributed():
+        return
+    flat = torch.cat([p.detach().flatten().double() for p in model.parameters() if p.requires_grad])
+    summary = torch.stack([flat.sum(), (flat * torch.arange(len(flat), device=flat.device)).sum()])
+    gathered = [torch.zeros_like(summary) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(gathered, summary)
+    if any(not torch.equal(g, gathered[0]) for g in gathered):
+        raise RuntimeError(f"replicas differ after iteration {iteration}")
+
+
+def resolve_run(
+    out: str | Path, *, config: str | Path | None, overrides: list[str], resume: bool
+) -> tuple[RunPaths, Config, Path | None]:
+    """The run folder, its config and the checkpoint to resume from (None: a fresh start).
+
+    A fresh run reads `config` plus `overrides`; a resumed run keeps the config stored in its
+    checkpoint and applies only `overrides` (e.g. a longer `train.max_iters`).
+    """
+    run = RunPaths(Path(out))
+    last = run.last_checkpoint()
+    if last is not None and not resume:
+        raise UserError(f"{run.root}: already holds a run (pass --resume, or another --out)")
+    if resume and last is not None:
+        values = read_checkpoint(last)["config"]
+        for text in overrides:
+            values = deep_merge(values, parse_override(text))
+        try:
+            return run, config_from_dict(values), last
+        except UserError as error:
+            raise UserError(f"{last}: {error}") from None
+    return run, load_config(config, overrides), None
+
+
+def init_weights(
+    model: Mask2Anomaly, *, init: str | Path | None, backbone_weights: str | Path | None
+) -> None:
+    """Stage-2 initialisation from a native checkpoint, or backbone weights for stage 1."""
+    if init is not None:
+        data = read_checkpoint(init)
+        missing, unexpected = model.load_state_dict(data["model"], strict=False)
+        if missing or unexpected:
+            raise UserError(
+                f"{init}: weights do not fit the model ({len(missing)} missing, "
+                f"{len(unexpected)} unexpected keys)"
+            )
+    elif backbone_weights is not None:
+        load_backbone_weights(model.backbone, backbone_weights)
+
+
+def build_trainer(
+    cfg: Config,
+    *,
+    data_root: str | Path,
+    run: RunPaths,
+    last: Path | None,
+    ctx: distributed.Context,
+    init: str | Path | None = None,
+    backbone_weights: str | Path | None = None,
+    anomaly_mix: Transform | None = None,
+    outlier_loss: Any = None,
+    progress: bool = True,
+    check_replicas: bool = False,
+) -> Trainer:
+    if ctx.is_main:
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run.root / "config.yaml")
+    distributed.barrier()
+    outliers = cfg.outlier.enabled
+    train_set = CityscapesSemantic(
+        data_root, "train", train_transform(cfg, anomaly_mix), outliers=outliers
+    )
+    has_val = (Path(data_root) / "leftImg8bit" / "val").is_dir()
+    val_set = CityscapesSemantic(data_root, "val") if has_val else None
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model)
+    if last is None:
+        init_weights(model, init=init, backbone_weights=backbone_weights)
+    trainer = Trainer(
+        cfg=cfg,
+        run=run,
+        ctx=ctx,
+        model=model,
+        train_set=train_set,
+        val_set=val_set,
+        outlier_loss=outlier_loss,
+        progress=progress,
+        check_replicas=check_replicas,
+    )
+    if last is not None:
+        trainer.restore(last)
+        trainer.trim_log()
+    return trainer

@@ -1,0 +1,201 @@
+"""Stage-1 trainer: deterministic data stream, over-fitting, exact kill-and-resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cityscapes_fixture import write_cityscapes
+from mask2anomaly.checkpoint import read_checkpoint
+from mask2anomaly.cli import main
+from mask2anomaly.engine import SampleStream
+
+# Small and fast: 64x128 crops, no scale jitter, the tiny model.
+FAST = [
+    "--config",
+    "tiny",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--set",
+    "data.crop_size=(64, 128)",
+    "--set",
+    "data.train_min_sizes=(64, 80)",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train.eval_every=0",
+]
+
+
+@pytest.fixture(scope="module")
+def cityscapes(tmp_path_factory) -> Path:
+    return write_cityscapes(tmp_path_factory.mktemp("cityscapes"), num_train=6, num_val=2)
+
+
+def losses(run: Path) -> list[float]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in lines if "loss" in r]
+
+
+def test_sample_stream_replays_and_partitions():
+    full = SampleStream(5, batch_size=4, seed=3)
+    keys = [full.keys(t) for t in range(6)]
+    resumed = iter(SampleStream(5, batch_size=4, seed=3, start_iteration=2))
+    assert [next(resumed) for _ in range(4)] == keys[2:]
+    ranks = [SampleStream(5, batch_size=4, seed=3, rank=r, world_size=2) for r in range(2)]
+    for t in range(6):
+        assert ranks[0].keys(t) + ranks[1].keys(t) == keys[t]
+    indices = [i for batch in keys[:5] for i, _ in batch]  # 20 samples = 4 epochs of 5 items
+    for epoch in range(4):
+        assert sorted(indices[epoch * 5 : (epoch + 1) * 5]) == list(range(5))
+    seeds = [s for batch in keys for _, s in batch]
+    assert len(set(seeds)) == len(seeds)
+    assert SampleStream(5, batch_size=4, seed=4).keys(0) != keys[0]
+
+
+def test_tiny_model_overfits_two_images(tmp_path):
+    data = write_cityscapes(tmp_path / "two", num_train=2, num_val=1)
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            *FAST,
+            "--set",
+            "data.train_min_sizes=(64,)",
+            "--set",
+            "data.color_jitter=False",
+            "--set",
+            "data.flip=False",
+            "--set",
+            "train.max_iters=60",
+            "--set",
+            "train.lr=1e-3",
+            "--set",
+            "train.checkpoint_every=1000",
+        ]
+    )
+    assert code == 0
+    trajectory = losses(tmp_path / "run")
+    assert len(trajectory) == 60
+    assert min(trajectory[-5:]) < 0.2 * trajectory[0]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mask2anomaly", *args]
+
+
+def test_killed_and_resumed_run_ends_with_identical_weights(cityscapes, tmp_path):
+    common = [
+        "train",
+        "--data",
+        str(cityscapes),
+        *FAST,
+        "--set",
+        "train.max_iters=10",
+        "--set",
+        "train.checkpoint_every=2",
+    ]
+    subprocess.run(
+        _cli(*common, "--out", str(tmp_path / "straight")), check=True, capture_output=True
+    )
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        _cli(*common, "--out", str(interrupted)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (interrupted / "checkpoints" / "iter_0000004.pt").exists():
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (interrupted / "model_final.pt").exists(), "the run finished before the kill"
+    result = subprocess.run(
+        _cli(*common, "--out", str(interrupted), "--resume"), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stdout
+    a = read_checkpoint(tmp_path / "straight" / "model_final.pt")["model"]
+    b = read_checkpoint(interrupted / "model_final.pt")["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert losses(tmp_path / "straight") == losses(interrupted)
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_the_last_checkpoint(cityscapes, tmp_path, capsys):
+    run = tmp_path / "nan"
+    code = main(
+        [
+            "train",
+            "--data",
+            str(cityscapes),
+            "--out",
+            str(run),
+            *FAST,
+            "--set",
+            "train.max_iters=6",
+            "--set",
+            "train.checkpoint_every=1",
+            "--set",
+            "train.lr=1e30",
+            "--set",
+            "train.clip_grad_norm=0.0",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert re.search(r"iteration \d+: non-finite", err) and "last good checkpoint" in err
+    last = run / "checkpoints" / (run / "checkpoints" / "last").read_text().strip()
+    assert str(last) in err  # still on disk, loadable, and the iteration it names
+    step = int(re.search(r"iteration (\d+):", err).group(1))
+    assert read_checkpoint(last)["iteration"] == step - 1
+    assert not (run / "model_final.pt").exists()
+
+
+def test_bad_input_gives_one_line_errors(cityscapes, tmp_path, capsys):
+    cases = [
+        (["--data", str(tmp_path / "nowhere")], "data root does not exist"),
+        (["--data", str(tmp_path)], "not a Cityscapes folder"),
+        (["--data", str(cityscapes), "--set", "train.lr=fast"], "train.lr: expected a number"),
+    ]
+    for extra, message in cases:
+        code = main(["train", "--out", str(tmp_path / "run"), *FAST, *extra])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and message in err and "\n" not in err
+    broken = write_cityscapes(tmp_path / "broken", num_train=2, num_val=0)
+    label = next((broken / "gtFine" / "train").rglob("*labelTrainIds.png"))
+    os.remove(label)
+    assert main(["train", "--data", str(broken), "--out", str(tmp_path / "r2"), *FAST]) == 2
+    assert f"{label}: missing label file" in capsys.readouterr().err
+
+
+def test_existing_run_needs_resume(cityscapes, tmp_path, capsys):
+    args = [
+        "train",
+        "--data",
+        str(cityscapes),
+        "--out",
+        str(tmp_path / "run"),
+        *FAST,
+        "--set",
+        "train.max_iters=2",
+        "--set",
+        "train.checkpoint_every=1",
+    ]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main([*args, "--resume", "--set", "train.max_iters=3"]) == 0
+    assert read_checkpoint(tmp_path / "run" / "model_final.pt")["iteration"] == 3
