@@ -133,23 +133,48 @@ def pattern_mask(pattern: Pattern, ys: np.ndarray, xs: np.ndarray) -> np.ndarray
 class Canvas:
     """An image being painted with its label maps.
 
+    Every `paint` call (and `new_layer`) makes a layer holding a labelId, an instance index and
+    an anomaly index; `layers` records which layer shows at each pixel, so one integer write per
+    pixel keeps the three label maps.
+
     Attributes:
         image: [H, W, 3] float32 RGB (0..255 before clipping).
-        label_ids: [H, W] uint8 Cityscapes labelIds.
-        instances: [H, W] int32 instance index of thing/anomaly parts (0 elsewhere).
-        anomalies: [H, W] uint8 anomaly index (0 = inlier or void).
+        layers: [H, W] int32 index of the visible layer (0: nothing painted, labelId 0).
         fine, medium, coarse: [H, W] float32 noise fields shared by all parts.
     """
 
     def __init__(self, rng: np.random.Generator, height: int, width: int) -> None:
         self.height, self.width = height, width
         self.image = np.zeros((height, width, 3), np.float32)
-        self.label_ids = np.zeros((height, width), np.uint8)
-        self.instances = np.zeros((height, width), np.int32)
-        self.anomalies = np.zeros((height, width), np.uint8)
+        self.layers = np.zeros((height, width), np.int32)
+        self._layer_values: list[tuple[int, int, int]] = [(0, 0, 0)]
         self.fine = rng.standard_normal((height, width), dtype=np.float32)
         self.medium = _noise_field(rng, height, width, NOISE_CELLS[0])
         self.coarse = _noise_field(rng, height, width, NOISE_CELLS[1])
+
+    def new_layer(self, label_id: int, instance: int = 0, anomaly: int = 0) -> int:
+        """Index of a new layer with these values (write it into `layers` yourself)."""
+        self._layer_values.append((label_id, instance, anomaly))
+        return len(self._layer_values) - 1
+
+    def _lookup(self, column: int, dtype: type) -> np.ndarray:
+        table = np.array([values[column] for values in self._layer_values], dtype)
+        return table[self.layers]
+
+    @property
+    def label_ids(self) -> np.ndarray:
+        """[H, W] uint8 Cityscapes labelIds."""
+        return self._lookup(0, np.uint8)
+
+    @property
+    def instances(self) -> np.ndarray:
+        """[H, W] int32 instance index of thing/anomaly parts (0 elsewhere)."""
+        return self._lookup(1, np.int32)
+
+    @property
+    def anomalies(self) -> np.ndarray:
+        """[H, W] uint8 anomaly index (0 = inlier or void)."""
+        return self._lookup(2, np.uint8)
 
     def colours(self, style: Style, box: tuple[int, int, int, int], mask: np.ndarray):
         """[n, 3] float32 colours of the `mask` pixels ([h, w] bool) of a part in `box`."""
@@ -181,9 +206,7 @@ class Canvas:
         if not len(colours):
             return 0
         self.image[window][mask] = colours
-        self.label_ids[window][mask] = part.label_id
-        self.instances[window][mask] = part.instance
-        self.anomalies[window][mask] = part.anomaly
+        self.layers[window][mask] = self.new_layer(part.label_id, part.instance, part.anomaly)
         return len(colours)
 
     def paint_all(self, parts: Sequence[Part]) -> None:
@@ -191,12 +214,11 @@ class Canvas:
             self.paint(part)
 
     def finish(self, rng: np.random.Generator, *, blur: float, noise: float) -> np.ndarray:
-        """[H, W, 3] uint8 image after lens blur (Gaussian, pixels) and sensor noise (std)."""
+        """[H, W, 3] uint8 image after sensor noise (std, 0..255) and lens blur (box radius, px)."""
         # sensor noise: a per-channel mix of the shared per-pixel noise field (cheap, still random)
         mix = (noise * (1.0 + 0.3 * rng.standard_normal(3))).astype(np.float32)
         image = self.image + self.fine[..., None] * mix
         image = np.clip(image, 0, 255).astype(np.uint8)
-        if blur > 0.05:
-            pil = Image.fromarray(image).filter(ImageFilter.GaussianBlur(blur))
-            image = np.asarray(pil)
+        if blur > 0.05:  # one box pass: cheap, and enough to soften the rendered edges
+            image = np.asarray(Image.fromarray(image).filter(ImageFilter.BoxBlur(blur)))
         return image

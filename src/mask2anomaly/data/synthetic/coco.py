@@ -139,17 +139,28 @@ def _place_group(rng, canvas, groups, region, boxes, instance) -> list[np.ndarra
 def render_outlier_image(
     rng: np.random.Generator, kind: str, object_size: tuple[float, float]
 ) -> OutlierImage:
-    """Render one COCO-style image.
+    """Render one COCO-style image with at least one annotated object.
 
     Args:
         rng: source of all randomness.
         kind: "outlier" (training-outlier objects only, both sides >= COCO_MIN_SIDE),
             "excluded" (also an excluded category such as person or car) or "small" (outlier
             objects, one side below COCO_MIN_SIDE).
-        object_size: (min, max) object height in pixels.
+        object_size: (min, max) object size (larger side) in pixels.
     """
     if kind not in IMAGE_KINDS:
         raise ValueError(f"kind must be one of {IMAGE_KINDS}, got {kind!r}")
+    excluded_ids = {COCO_IDS[name] for name in EXCLUDED_FAMILIES}
+    while True:  # redraw (rarely) until the image has what its kind promises
+        rendered = _render_outlier_once(rng, kind, object_size)
+        first = rendered.objects[0].category_id if rendered.objects else None
+        if first is not None and (kind != "excluded") == (first not in excluded_ids):
+            return rendered
+
+
+def _render_outlier_once(
+    rng: np.random.Generator, kind: str, object_size: tuple[float, float]
+) -> OutlierImage:
     low = 240 if kind == "small" else COCO_MIN_SIDE
     height = int(rng.integers(low, COCO_MIN_SIDE if kind == "small" else 577))
     width = int(rng.integers(COCO_MIN_SIDE, 641))
@@ -170,7 +181,7 @@ def render_outlier_image(
         polygons = _place_group(rng, canvas, groups, region, boxes, index)
         if polygons is None:
             continue
-        mask = canvas.instances == index
+        mask = canvas.instances == index  # objects never overlap: the union of their parts
         if mask.any():
             flat = [] if members > 1 else [p.ravel().tolist() for p in polygons]
             objects.append(OutlierObject(COCO_IDS[family], mask, flat, members > 1))

@@ -228,12 +228,13 @@ def _render_once(rng: np.random.Generator, height: int, width: int, anomalies: s
     if rng.random() < 0.2:  # unlabeled image border (rectification artefact)
         edge = max(1, int(width * rng.uniform(0.005, 0.02)))
         columns = slice(0, edge) if rng.random() < 0.5 else slice(width - edge, width)
-        canvas.image[:, columns], canvas.label_ids[:, columns] = 8.0, LABEL_ID["unlabeled"]
-        canvas.anomalies[:, columns] = 0
+        canvas.image[:, columns] = 8.0
+        canvas.layers[:, columns] = canvas.new_layer(LABEL_ID["unlabeled"])
     _relight(rng, canvas)
     image = canvas.finish(rng, blur=rng.uniform(0, 0.9) * height / 256, noise=rng.uniform(1, 4))
-    instance_ids = _instance_ids(canvas.label_ids, canvas.instances)
-    return Scene(image, canvas.label_ids, instance_ids, canvas.anomalies), street
+    label_ids = canvas.label_ids
+    instance_ids = _instance_ids(label_ids, canvas.instances)
+    return Scene(image, label_ids, instance_ids, canvas.anomalies), street
 
 
 def render_scene(

@@ -14,7 +14,7 @@ from .canvas import Canvas, Part, Pattern, Style
 from .things import LABEL_ID, Camera, pick
 
 Z_FAR = 160.0  # metres; the ground beyond is drawn at this depth
-GROUND_IDS = np.array([LABEL_ID["road"], LABEL_ID["sidewalk"], LABEL_ID["terrain"]], np.uint8)
+GROUND_IDS = (LABEL_ID["road"], LABEL_ID["sidewalk"], LABEL_ID["terrain"])
 BUILDING_COLOURS = [(190, 170, 140), (165, 95, 75), (150, 150, 152), (215, 208, 195),
                     (185, 160, 115), (125, 112, 100), (175, 185, 190)]  # fmt: skip
 SKIES = [((95, 145, 215), (185, 210, 235)), ((165, 180, 200), (215, 220, 225)),
@@ -42,7 +42,7 @@ def paint_sky(rng: np.random.Generator, canvas: Canvas, cam: Camera) -> None:
     cover, thin = np.float32(rng.uniform(0.2, 0.6)), np.float32(rng.uniform(0.0, 0.4))
     clouds = np.clip(canvas.coarse[:rows] * cover - thin, 0, 1)[..., None]
     canvas.image[:rows] = rgb[:, None, :] * (1 - clouds) + np.float32(235.0) * clouds
-    canvas.label_ids[:] = LABEL_ID["sky"]
+    canvas.layers[:] = canvas.new_layer(LABEL_ID["sky"])
 
 
 def _ground_classes(cam: Camera, street: Street, top: int, height: int, width: int):
@@ -87,7 +87,8 @@ def paint_ground(rng: np.random.Generator, canvas: Canvas, cam: Camera, street: 
     tiles = (classes == 1) & (z < 25) & ((np.mod(x, 0.6) < 0.05) | (np.mod(z, 0.6) < 0.05))
     shade[tiles] = 0.8
     canvas.image[top:] = rgb * (gain * shade)[..., None]
-    canvas.label_ids[top:] = GROUND_IDS[classes]
+    layers = np.array([canvas.new_layer(label_id) for label_id in GROUND_IDS], np.int32)
+    canvas.layers[top:] = layers[classes]
 
 
 def _plane(cam: Camera, x: float, z0: float, z1: float, y0: float, y1: float) -> np.ndarray:
