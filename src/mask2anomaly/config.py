@@ -114,6 +114,12 @@ class OutlierConfig:
     void_as_inlier: bool = True  # official: void pixels count as inliers in the loss
     anomaly_mix_prob: float = 0.2
     paste_scale: tuple[float, float] = (1.0, 1.0)  # official: pasted at original size
+    # COCO selection filter (Meta-OOD's, used by the official outlier set): images with any of
+    # these categories are dropped, and images under min_size pixels in height or width.
+    coco_excluded_categories: tuple[str, ...] = (
+        "person", "bicycle", "car", "motorcycle", "bus", "truck", "traffic light", "stop sign",
+    )  # fmt: skip
+    coco_min_size: int = 480
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import UserError
-
 
 def _common(parser: argparse.ArgumentParser, default_config: str) -> None:
     parser.add_argument(
@@ -87,7 +85,8 @@ def _run(args: argparse.Namespace, *, stage2: bool) -> int:
     if stage2:
         # the architecture comes from the stage-1 checkpoint, the rest from the config
         init_model = config_to_dict(load_checkpoint_config(args.init).model)
-        overrides = [f"model.{k}={v!r}" for k, v in _flatten(init_model)] + overrides
+        inherited = [f"model.{k}={v!r}" for k, v in _flatten(init_model)]
+        overrides = [*inherited, "outlier.enabled=True", *overrides]
     ctx = distributed.setup(args.device)
     try:
         run, cfg, last = resolve_run(
@@ -95,8 +94,6 @@ def _run(args: argparse.Namespace, *, stage2: bool) -> int:
         )
         anomaly_mix = outlier_loss = None
         if stage2:
-            if not cfg.outlier.enabled:
-                raise UserError("finetune needs outlier.enabled: true (see finetune_anomalymix)")
             anomaly_mix, outlier_loss = _outlier_parts(cfg, args.outliers)
         trainer = build_trainer(
             cfg,
@@ -133,15 +130,23 @@ def _flatten(values: dict, prefix: str = "") -> list[tuple[str, object]]:
 
 def _outlier_parts(cfg, outliers: str):
     from ..data.anomaly_mix import AnomalyMix
-    from ..data.outliers import open_outlier_pool
+    from ..data.outliers import open_outliers
     from ..outlier_loss import OutlierLoss
 
     o = cfg.outlier
     mix = AnomalyMix(
-        open_outlier_pool(outliers), probability=o.anomaly_mix_prob, scale_range=o.paste_scale
+        open_outliers(
+            outliers, excluded_categories=o.coco_excluded_categories, min_size=o.coco_min_size
+        ),
+        probability=o.anomaly_mix_prob,
+        scale_range=o.paste_scale,
     )
     loss = OutlierLoss(
-        kind=o.loss, margin=o.margin, weight=o.weight, void_as_inlier=o.void_as_inlier
+        kind=o.loss,
+        margin=o.margin,
+        weight=o.weight,
+        void_as_inlier=o.void_as_inlier,
+        size_divisibility=cfg.model.size_divisibility,
     )
     return mix, loss
 
