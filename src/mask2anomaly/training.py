@@ -15,7 +15,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,15 @@ from .checkpoint import load_backbone_weights, read_checkpoint, save_checkpoint
 from .config import (
     Config,
     config_from_dict,
+    config_to_dict,
     deep_merge,
     load_config,
     parse_override,
     save_config,
 )
+from .data.anomaly_mix import AnomalyMix
 from .data.cityscapes import CityscapesSemantic
+from .data.outliers import open_outliers
 from .data.transforms import LabeledImage, TrainTransform
 from .data.types import collate
 from .engine import SampleStream, build_criterion, evaluate_semantic, step_seed, train_step
@@ -42,6 +45,7 @@ from .errors import UserError
 from .inference import Predictor
 from .model import Mask2Anomaly, build_model
 from .optim import build_optimizer, build_scheduler
+from .outlier_loss import OutlierLoss
 
 Transform = Callable[[LabeledImage, np.random.Generator], LabeledImage]
 
@@ -142,7 +146,7 @@ class Trainer:
     model: Mask2Anomaly
     train_set: CityscapesSemantic
     val_set: CityscapesSemantic | None
-    outlier_loss: Any = None
+    outlier_loss: OutlierLoss | None = None
     progress: bool = True
     check_replicas: bool = False
 
@@ -340,26 +344,53 @@ def assert_replicas_identical(model: torch.nn.Module, iteration: int) -> None:
 
 
 def resolve_run(
-    out: str | Path, *, config: str | Path | None, overrides: list[str], resume: bool
+    out: str | Path,
+    *,
+    config: str | Path | None,
+    overrides: Sequence[str],
+    resume: bool,
+    init: str | Path | None = None,
 ) -> tuple[RunPaths, Config, Path | None]:
     """The run folder, its config and the checkpoint to resume from (None: a fresh start).
 
-    A fresh run reads `config` plus `overrides`; a resumed run keeps the config stored in its
-    checkpoint and applies only `overrides` (e.g. a longer `train.max_iters`).
+    A fresh run reads `config` plus `overrides`; with `init` (stage 2) the model section comes
+    from that checkpoint and the outlier stage is switched on. A resumed run keeps the config
+    stored in its checkpoint and applies only `overrides` (e.g. a longer `train.max_iters`).
     """
     run = RunPaths(Path(out))
     last = run.last_checkpoint()
     if last is not None and not resume:
         raise UserError(f"{run.root}: already holds a run (pass --resume, or another --out)")
     if resume and last is not None:
-        values = read_checkpoint(last)["config"]
-        for text in overrides:
-            values = deep_merge(values, parse_override(text))
-        try:
-            return run, config_from_dict(values), last
-        except UserError as error:
-            raise UserError(f"{last}: {error}") from None
-    return run, load_config(config, overrides), None
+        values, source = read_checkpoint(last)["config"], last
+    else:
+        values, source = config_to_dict(load_config(config)), config
+        if init is not None:
+            values["model"] = read_checkpoint(init)["config"]["model"]
+            values["outlier"]["enabled"] = True
+    for text in overrides:
+        values = deep_merge(values, parse_override(text))
+    try:
+        return run, config_from_dict(values), (last if resume else None)
+    except UserError as error:
+        raise UserError(f"{source}: {error}") from None
+
+
+def outlier_parts(cfg: Config, outliers: str | Path) -> tuple[Transform, OutlierLoss]:
+    """Stage 2: AnomalyMix over the outlier source at `outliers`, and the contrastive loss."""
+    o = cfg.outlier
+    pool = open_outliers(
+        outliers, excluded_categories=o.coco_excluded_categories, min_size=o.coco_min_size
+    )
+    mix = AnomalyMix(pool, probability=o.anomaly_mix_prob, scale_range=o.paste_scale)
+    loss = OutlierLoss(
+        kind=o.loss,
+        margin=o.margin,
+        weight=o.weight,
+        void_as_inlier=o.void_as_inlier,
+        size_divisibility=cfg.model.size_divisibility,
+    )
+    return mix, loss
 
 
 def init_weights(

@@ -6,7 +6,6 @@ Both run one process or many under `torchrun --nproc_per_node N -m mask2anomaly 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def _common(parser: argparse.ArgumentParser, default_config: str) -> None:
@@ -76,25 +75,21 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def _run(args: argparse.Namespace, *, stage2: bool) -> int:
     from .. import distributed
-    from ..checkpoint import load_checkpoint_config
-    from ..config import config_to_dict
-    from ..training import build_trainer, resolve_run
+    from ..training import build_trainer, outlier_parts, resolve_run
 
-    config: str | Path = args.config
     overrides = _overrides(args)
-    if stage2:
-        # the architecture comes from the stage-1 checkpoint, the rest from the config
-        init_model = config_to_dict(load_checkpoint_config(args.init).model)
-        inherited = [f"model.{k}={v!r}" for k, v in _flatten(init_model)]
-        overrides = [*inherited, "outlier.enabled=True", *overrides]
     ctx = distributed.setup(args.device)
     try:
         run, cfg, last = resolve_run(
-            args.out, config=config, overrides=overrides, resume=args.resume
+            args.out,
+            config=args.config,
+            overrides=overrides,
+            resume=args.resume,
+            init=args.init if stage2 else None,
         )
         anomaly_mix = outlier_loss = None
         if stage2:
-            anomaly_mix, outlier_loss = _outlier_parts(cfg, args.outliers)
+            anomaly_mix, outlier_loss = outlier_parts(cfg, args.outliers)
         trainer = build_trainer(
             cfg,
             data_root=args.data,
@@ -116,39 +111,6 @@ def _run(args: argparse.Namespace, *, stage2: bool) -> int:
     finally:
         distributed.teardown()
     return 0
-
-
-def _flatten(values: dict, prefix: str = "") -> list[tuple[str, object]]:
-    items: list[tuple[str, object]] = []
-    for key, value in values.items():
-        if isinstance(value, dict):
-            items += _flatten(value, f"{prefix}{key}.")
-        else:
-            items.append((f"{prefix}{key}", tuple(value) if isinstance(value, list) else value))
-    return items
-
-
-def _outlier_parts(cfg, outliers: str):
-    from ..data.anomaly_mix import AnomalyMix
-    from ..data.outliers import open_outliers
-    from ..outlier_loss import OutlierLoss
-
-    o = cfg.outlier
-    mix = AnomalyMix(
-        open_outliers(
-            outliers, excluded_categories=o.coco_excluded_categories, min_size=o.coco_min_size
-        ),
-        probability=o.anomaly_mix_prob,
-        scale_range=o.paste_scale,
-    )
-    loss = OutlierLoss(
-        kind=o.loss,
-        margin=o.margin,
-        weight=o.weight,
-        void_as_inlier=o.void_as_inlier,
-        size_divisibility=cfg.model.size_divisibility,
-    )
-    return mix, loss
 
 
 def run_train(args: argparse.Namespace) -> int:
