@@ -77,10 +77,10 @@ def target_from_label(label: np.ndarray, *, outliers: bool) -> Target:
     Returns:
         Target with labels [N] sorted, masks [N, H, W] bool, void_mask, outlier_mask or None.
     """
-    label_t = torch.from_numpy(np.ascontiguousarray(label)).to(torch.int64)
-    classes = torch.unique(label_t)
-    classes = classes[(classes != IGNORE_INDEX) & (classes != OUTLIER_LABEL)]
-    masks = label_t[None] == classes[:, None, None]
+    label_t = torch.from_numpy(np.ascontiguousarray(label, dtype=np.uint8))
+    present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))  # O(pixels), sorted
+    classes = torch.from_numpy(present[(present != IGNORE_INDEX) & (present != OUTLIER_LABEL)])
+    masks = label_t[None] == classes.to(torch.uint8)[:, None, None]
     outlier_mask = label_t == OUTLIER_LABEL if outliers else None
     return Target(classes, masks, outlier_mask, label_t == IGNORE_INDEX)
 
