@@ -1,4 +1,4 @@
-"""One optimisation step, inlier validation (mIoU) and the deterministic sample stream.
+"""One optimisation step and the deterministic sample stream.
 
 Plain functions in DETR's shape; the loop around them (checkpoints, resume, logging) is in
 `training.py`. Determinism: the stream of (item index, augmentation seed) keys and the point
@@ -8,22 +8,18 @@ sampling of the losses depend only on (seed, iteration, rank), so a resumed run 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Sampler
-from tqdm import tqdm
 
 from .config import Config
 from .data.types import Batch
 from .errors import UserError
 from .losses import SetCriterion
 from .matcher import HungarianMatcher
-from .metrics import ConfusionMatrix
 from .model import Mask2Anomaly, ModelOutput
 from .optim import clip_grad_norm_full_model
 
@@ -167,24 +163,3 @@ def outputs_in_float32(outputs: ModelOutput) -> ModelOutput:
         mask_logits=outputs.mask_logits.float(),
         aux=aux,
     )
-
-
-@torch.no_grad()
-def evaluate_semantic(
-    predict_semantic: Callable[[np.ndarray], np.ndarray],
-    dataset,
-    num_classes: int,
-    *,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Inlier mIoU of a semantic predictor over a dataset with `read(i) -> LabeledImage`."""
-    confusion = ConfusionMatrix(num_classes)
-    for i in tqdm(range(len(dataset)), desc="val", leave=False, disable=not progress):
-        sample = dataset.read(i)
-        confusion.update(predict_semantic(sample.image), sample.label)
-    result = confusion.compute()
-    miou = result["miou"]
-    return {
-        "val_miou": float(miou) if not math.isnan(miou) else float("nan"),
-        "val_iou": result["iou"],
-    }

@@ -36,12 +36,14 @@ from .config import (
     save_config,
 )
 from .data.anomaly_mix import AnomalyMix
+from .data.benchmarks import Benchmark, load_benchmark
 from .data.cityscapes import CityscapesSemantic
 from .data.outliers import open_outliers
 from .data.transforms import LabeledImage, TrainTransform
 from .data.types import collate
-from .engine import SampleStream, build_criterion, evaluate_semantic, step_seed, train_step
+from .engine import SampleStream, build_criterion, step_seed, train_step
 from .errors import UserError
+from .evaluation import evaluate_semantic
 from .inference import Predictor
 from .model import Mask2Anomaly, build_model
 from .optim import build_optimizer, build_scheduler
@@ -145,7 +147,7 @@ class Trainer:
     ctx: distributed.Context
     model: Mask2Anomaly
     train_set: CityscapesSemantic
-    val_set: CityscapesSemantic | None
+    val_set: Benchmark | None
     outlier_loss: OutlierLoss | None = None
     progress: bool = True
     check_replicas: bool = False
@@ -235,12 +237,10 @@ class Trainer:
                 scoring=dataclasses.replace(self.cfg.scoring, refinement="none"),
                 inference=dataclasses.replace(self.cfg.inference, flip=False),
             )
-            result = evaluate_semantic(
-                lambda image: predictor.predict(image).semantic,
-                self.val_set,
-                self.cfg.model.num_classes,
-                progress=self.progress,
-            )
+            semantic = evaluate_semantic(
+                self.val_set, lambda image: predictor.predict(image).semantic
+            )["semantic"]
+            result = {"val_miou": semantic["miou"], "val_iou": semantic["iou"]}
             self.model.train()
             self.log({"iteration": self.iteration, **result})
         distributed.barrier()
@@ -432,7 +432,7 @@ def build_trainer(
         data_root, "train", train_transform(cfg, anomaly_mix), outliers=outliers
     )
     has_val = (Path(data_root) / "leftImg8bit" / "val").is_dir()
-    val_set = CityscapesSemantic(data_root, "val") if has_val else None
+    val_set = load_benchmark("cityscapes", data_root, split="val") if has_val else None
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
     if last is None:

@@ -401,17 +401,22 @@ class Folder(Mask2AnomalyFolder):
 
 
 class CityscapesVal(Benchmark):
-    """Cityscapes (E.1) for inlier mIoU: leftImg8bit/val/<city>/<id>_leftImg8bit.png,
-    gtFine/val/<city>/<id>_gtFine_labelIds.png mapped to train IDs (others 255)."""
+    """Cityscapes (E.1) for inlier mIoU: leftImg8bit/val/<city>/<id>_leftImg8bit.png with
+    gtFine/val/<city>/<id>_gtFine_labelTrainIds.png, or else _labelIds.png mapped to train IDs
+    (others 255)."""
 
     name = "cityscapes"
     track = None
     label_map = CITYSCAPES_TRAIN_IDS
     default_split = "val"
     report_unmapped = False
+    TRAIN_ID_TABLE = np.where(np.arange(256) < 19, np.arange(256), IGNORE_INDEX).astype(np.uint8)
 
     def layout(self) -> str:
-        return f"leftImg8bit/{self.split}/<city>/<id>_leftImg8bit.png + gtFine/... _labelIds.png"
+        return (
+            f"leftImg8bit/{self.split}/<city>/<id>_leftImg8bit.png + gtFine/... "
+            "_labelTrainIds.png or _labelIds.png"
+        )
 
     def find_frames(self) -> list[Frame]:
         images = sorted((self.root / "leftImg8bit" / self.split).glob("*/*_leftImg8bit.png"))
@@ -419,9 +424,22 @@ class CityscapesVal(Benchmark):
         def label_for(image: Path) -> tuple[str, Path]:
             frame_id = image.stem.removesuffix("_leftImg8bit")
             folder = self.root / "gtFine" / self.split / image.parent.name
-            return frame_id, folder / f"{frame_id}_gtFine_labelIds.png"
+            train_ids = folder / f"{frame_id}_gtFine_labelTrainIds.png"
+            return frame_id, train_ids if train_ids.is_file() else folder / (
+                f"{frame_id}_gtFine_labelIds.png"
+            )
 
         return _paired(self.name, images, label_for)
+
+    def load_label(self, index: int) -> np.ndarray:
+        """uint8 [H, W] train IDs (0..18, 255 void)."""
+        path = self.frames[index].label_path
+        if not path.name.endswith("_labelTrainIds.png"):
+            return super().load_label(index)
+        raw = _read_array(path)
+        if raw.ndim != 2 or raw.dtype != np.uint8:
+            raise UserError(f"{path}: trainIds label must be one 8-bit channel, got {raw.shape}")
+        return self.TRAIN_ID_TABLE[raw]
 
 
 BENCHMARKS: dict[str, type[Benchmark]] = {
