@@ -38,28 +38,44 @@ def multi_scale_deformable_attention(
     """
     batch, _, heads, head_dim = value.shape
     num_queries, num_points = sampling_locations.shape[1], sampling_locations.shape[4]
-    chunk = max(1, MAX_SAMPLED_ELEMENTS // (batch * heads * head_dim * num_points))
     values = value.split([h * w for h, w in spatial_shapes], dim=1)
     # [B, S_l, M, D] -> [B*M, D, h_l, w_l]
     value_maps = [
         v.flatten(2).transpose(1, 2).reshape(batch * heads, head_dim, h, w)
         for v, (h, w) in zip(values, spatial_shapes)
     ]
+    if torch.onnx.is_in_onnx_export():
+        # One chunk: a loop over a size-dependent range cannot be traced for dynamic shapes.
+        out = _sample_chunk(value_maps, sampling_locations, attention_weights)
+        return out.view(batch, heads * head_dim, num_queries).transpose(1, 2).contiguous()
+    chunk = max(1, MAX_SAMPLED_ELEMENTS // (batch * heads * head_dim * num_points))
     outputs = []
     for start in range(0, num_queries, chunk):
-        grids = 2 * sampling_locations[:, start : start + chunk] - 1  # [B, q, M, L, P, 2]
-        weights = attention_weights[:, start : start + chunk]  # [B, q, M, L, P]
-        q = grids.shape[1]
-        out = value.new_zeros(batch * heads, head_dim, q)
-        for level, value_map in enumerate(value_maps):
-            grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)  # [B*M, q, P, 2]
-            sampled = F.grid_sample(
-                value_map, grid, mode="bilinear", padding_mode="zeros", align_corners=False
-            )  # [B*M, D, q, P]
-            weight = weights[:, :, :, level].transpose(1, 2).reshape(batch * heads, 1, q, -1)
-            out += (sampled * weight).sum(-1)
-        outputs.append(out.view(batch, heads * head_dim, q))
+        out = _sample_chunk(
+            value_maps,
+            sampling_locations[:, start : start + chunk],
+            attention_weights[:, start : start + chunk],
+        )
+        outputs.append(out.view(batch, heads * head_dim, -1))
     return torch.cat(outputs, dim=2).transpose(1, 2).contiguous()
+
+
+def _sample_chunk(
+    value_maps: list[torch.Tensor], locations: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """value_maps: per level [B*M, D, h_l, w_l]; locations [B, q, M, L, P, 2]; weights
+    [B, q, M, L, P] -> [B*M, D, q], levels accumulated one at a time."""
+    batch, q, heads = weights.shape[:3]
+    grids = 2 * locations - 1  # grid_sample coordinates in [-1, 1]
+    out = value_maps[0].new_zeros(batch * heads, value_maps[0].shape[1], q)
+    for level, value_map in enumerate(value_maps):
+        grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)  # [B*M, q, P, 2]
+        sampled = F.grid_sample(
+            value_map, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # [B*M, D, q, P]
+        weight = weights[:, :, :, level].transpose(1, 2).reshape(batch * heads, 1, q, -1)
+        out = out + (sampled * weight).sum(-1)
+    return out
 
 
 class MSDeformAttn(nn.Module):

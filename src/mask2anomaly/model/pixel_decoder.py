@@ -59,9 +59,10 @@ def encoder_reference_points(
     """Pixel centres ((j + 0.5) / w, (i + 0.5) / h) of every level: [1, S, L, 2] (no padding)."""
     points = []
     for h, w in spatial_shapes:
+        # arange + 0.5 equals linspace(0.5, h - 0.5, h) exactly and exports with dynamic sizes
         ref_y, ref_x = torch.meshgrid(
-            torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-            torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+            torch.arange(h, dtype=torch.float32, device=device) + 0.5,
+            torch.arange(w, dtype=torch.float32, device=device) + 0.5,
             indexing="ij",
         )
         points.append(torch.stack((ref_x.reshape(-1) / w, ref_y.reshape(-1) / h), -1))
