@@ -1,0 +1,181 @@
+"""Run a Predictor over images and videos and write every frame's outputs (issue 7).
+
+Per frame, beside each other under the output folder (`<name>` for an image, `<video>/<frame
+number>` for a video frame):
+
+* `<name>_anomaly.npy`: the anomaly map, float16 [H, W] (higher = more anomalous);
+* `<name>_anomaly.png`: the same as a 16-bit grey PNG, `round(clip(score, 0, 1) * 65535)`;
+* `<name>_overlay.jpg`: the heat map on the image (contours of score >= threshold if asked);
+* `<name>_semantic.png`: the semantic map in Cityscapes colours;
+* `<name>_panel.jpg`: input | heat map | semantic map side by side;
+
+and for a video `<video>_annotated.mp4`, the overlays at the original frame rate. Every file is
+written atomically; a frame whose files all exist is not predicted again (resume).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import UserError
+from .inference import Prediction, Predictor
+from .media import (
+    MediaInput,
+    VideoReader,
+    VideoWriter,
+    read_image,
+    save_image_atomic,
+    save_npy_atomic,
+)
+from .visualize import anomaly_to_png16, colorize_semantic, heat_overlay, prediction_panel
+
+OUTPUT_SUFFIXES = ("_anomaly.npy", "_anomaly.png", "_overlay.jpg", "_semantic.png", "_panel.jpg")
+JPEG_QUALITY = 92
+FRAME_DIGITS = 6  # video frame file names: 000000, 000001, ...
+
+
+@dataclass(frozen=True)
+class AnnotateOptions:
+    """threshold: contour level of the anomaly score (None: no contours); batch_size: frames
+    predicted together."""
+
+    threshold: float | None = None
+    batch_size: int = 1
+
+
+def frame_outputs(out_dir: Path, name: str) -> dict[str, Path]:
+    """Output files of one frame, keyed by suffix."""
+    return {suffix: out_dir / f"{name}{suffix}" for suffix in OUTPUT_SUFFIXES}
+
+
+def is_done(out_dir: Path, name: str) -> bool:
+    return all(path.exists() for path in frame_outputs(out_dir, name).values())
+
+
+def write_frame(
+    out_dir: Path, name: str, image: np.ndarray, prediction: Prediction, threshold: float | None
+) -> np.ndarray:
+    """Write one frame's five files; returns the overlay uint8 [H, W, 3]."""
+    paths = frame_outputs(out_dir, name)
+    score = prediction.anomaly_score
+    overlay = heat_overlay(image, score, threshold=threshold)
+    semantic = colorize_semantic(prediction.semantic)
+    save_npy_atomic(paths["_anomaly.npy"], score.astype(np.float16))
+    save_image_atomic(paths["_anomaly.png"], anomaly_to_png16(score))
+    save_image_atomic(paths["_semantic.png"], semantic)
+    save_image_atomic(paths["_overlay.jpg"], overlay, quality=JPEG_QUALITY)
+    panel = prediction_panel(image, overlay, semantic)
+    save_image_atomic(paths["_panel.jpg"], panel, quality=JPEG_QUALITY)
+    return overlay
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def annotate_images(
+    predictor: Predictor,
+    inputs: list[MediaInput],
+    out_dir: Path,
+    options: AnnotateOptions,
+    *,
+    on_error: Callable[[str], None],
+    on_frame: Callable[[], None] = lambda: None,
+) -> int:
+    """Predict and write every image input not done yet; returns the number predicted.
+
+    An image that cannot be read (or predicted) is reported through `on_error` with its path;
+    the others go on.
+    """
+    todo = [item for item in inputs if not is_done(out_dir, item.name)]
+    for _ in range(len(inputs) - len(todo)):
+        on_frame()
+    done = 0
+    for batch in _batches(todo, options.batch_size):
+        loaded = []
+        for item in batch:
+            try:
+                loaded.append((item, read_image(item.path)))
+            except UserError as error:
+                on_error(str(error))
+                on_frame()
+        if not loaded:
+            continue
+        try:
+            predictions = predictor.predict_batch([image for _, image in loaded])
+        except UserError as error:
+            on_error(f"{', '.join(str(item.path) for item, _ in loaded)}: {error}")
+            predictions = []
+        for (item, image), prediction in zip(loaded, predictions):
+            write_frame(out_dir, item.name, image, prediction, options.threshold)
+            done += 1
+        for _ in loaded:
+            on_frame()
+    return done
+
+
+def annotated_video_path(out_dir: Path, name: str) -> Path:
+    return out_dir / f"{name}_annotated.mp4"
+
+
+def _overlay_of(frames_dir: Path, frame_name: str) -> np.ndarray:
+    with Image.open(frames_dir / f"{frame_name}_overlay.jpg") as picture:
+        return np.asarray(picture.convert("RGB"))
+
+
+def annotate_video(
+    predictor: Predictor,
+    item: MediaInput,
+    out_dir: Path,
+    options: AnnotateOptions,
+    *,
+    on_frame: Callable[[], None] = lambda: None,
+    on_open: Callable[[int], None] = lambda num_frames: None,
+) -> int:
+    """Predict and write the frames of one video not done yet, then its annotated video (at the
+    source frame rate). Returns the number of frames predicted; a video that cannot be opened
+    or decoded raises UserError naming it (its finished frames stay on disk)."""
+    video_path = annotated_video_path(out_dir, item.name)
+    if video_path.exists():
+        return 0
+    frames_dir = out_dir / item.name
+    done = 0
+    with VideoReader(item.path) as reader:
+        on_open(reader.num_frames)
+        writer = VideoWriter(video_path, reader.fps)
+        try:
+            numbered = ((f"{i:0{FRAME_DIGITS}d}", frame) for i, frame in enumerate(reader))
+            for batch in _batches(numbered, options.batch_size):
+                todo = [(n, f) for n, f in batch if not is_done(frames_dir, n)]
+                predictions = predictor.predict_batch([f for _, f in todo]) if todo else []
+                overlays = {
+                    n: write_frame(frames_dir, n, f, p, options.threshold)
+                    for (n, f), p in zip(todo, predictions)
+                }
+                for frame_name, _ in batch:
+                    overlay = overlays.get(frame_name)
+                    if overlay is None:  # written by an earlier run
+                        overlay = _overlay_of(frames_dir, frame_name)
+                    writer.write(overlay)
+                    on_frame()
+                done += len(todo)
+        except BaseException:
+            writer.abort()
+            raise
+        if not writer.has_frames:
+            writer.abort()
+            raise UserError(f"{item.path}: video has no frames")
+        writer.close()
+    return done

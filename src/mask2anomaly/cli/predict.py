@@ -1,0 +1,159 @@
+"""`mask2anomaly predict --weights CKPT INPUT... --out DIR`: anomaly maps and pictures for
+images, folders, globs and videos (issue 7). Outputs and their encoding: `annotate.py`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="anomaly maps, heat maps and semantic maps for your images and videos",
+        description="For every image (and every frame of a video): the anomaly map as float16 "
+        ".npy and 16-bit PNG (score * 65535), a heat-map overlay, the semantic map in "
+        "Cityscapes colours and a side-by-side panel; for a video also an annotated video at "
+        "its frame rate. Frames already written are skipped when re-run.",
+    )
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image/video files, folders, globs"
+    )
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--weights", help="native checkpoint (.pt); optional with --onnx")
+    parser.add_argument(
+        "--backend", choices=("torch", "onnxruntime"), default="torch", help="network runtime"
+    )
+    parser.add_argument("--onnx", help="model exported by `mask2anomaly export` (onnxruntime)")
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (torch backend)"
+    )
+    parser.add_argument("--batch-size", type=int, default=1, help="frames predicted together")
+    parser.add_argument("--half", action="store_true", help="float16 autocast (GPUs only)")
+    parser.add_argument("--no-flip", action="store_true", help="no horizontal-flip averaging")
+    parser.add_argument("--no-refine", action="store_true", help="no refinement mask")
+    parser.add_argument(
+        "--threshold", type=float, metavar="T", help="draw contours of anomaly score >= T"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="config override (repeatable), e.g. inference.min_size=512",
+    )
+    parser.set_defaults(func=run)
+
+
+def _warn(message: str) -> None:
+    print(f"mask2anomaly predict: warning: {message}", file=sys.stderr)
+
+
+def _overrides(args: argparse.Namespace, device_type: str) -> list[str]:
+    overrides = list(args.overrides)
+    if args.no_flip:
+        overrides.append("inference.flip=False")
+    if args.no_refine:
+        overrides.append("scoring.refinement=none")
+    if args.half:
+        if device_type in ("cuda", "mps"):
+            overrides.append("inference.precision=fp16")
+        else:
+            _warn(f"--half needs a GPU; running in float32 on {device_type}")
+    return overrides
+
+
+def _predictor(args: argparse.Namespace):
+    """Predictor over the torch model or the ONNX network, with the flags applied."""
+    from ..checkpoint import load_checkpoint_config, load_model
+    from ..config import config_from_dict, config_to_dict, deep_merge, parse_override
+    from ..distributed import resolve_device
+    from ..inference import Predictor
+
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if args.backend == "onnxruntime":
+        from ..export import OnnxNetwork
+
+        if not args.onnx:
+            raise UserError("--backend onnxruntime needs --onnx MODEL.onnx")
+        network = OnnxNetwork(args.onnx)
+        values = config_to_dict(network.config)
+        if args.weights:
+            values = config_to_dict(load_checkpoint_config(args.weights))
+        for text in [*_overrides(args, "cpu"), "inference.precision=fp32"]:
+            values = deep_merge(values, parse_override(text))
+        cfg = config_from_dict(values)
+        return Predictor(
+            network, scoring=cfg.scoring, inference=cfg.inference, batch_size=args.batch_size
+        )
+    if not args.weights:
+        raise UserError("--weights CKPT is needed (or --backend onnxruntime --onnx MODEL.onnx)")
+    device = _device(args.device, resolve_device)
+    cfg = load_checkpoint_config(args.weights, _overrides(args, device.type))
+    model = load_model(args.weights, device=device)
+    return Predictor(
+        model, scoring=cfg.scoring, inference=cfg.inference, batch_size=args.batch_size
+    )
+
+
+def _device(name: str, resolve):
+    import torch
+
+    try:
+        device = resolve(name)
+    except RuntimeError as error:
+        raise UserError(f"--device {name}: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name}: MPS is not available")
+    return device
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..annotate import AnnotateOptions, annotate_images, annotate_video
+    from ..media import discover_inputs
+
+    inputs, problems = discover_inputs(args.inputs)
+    for problem in problems:
+        _warn(problem)
+    if not inputs:
+        raise UserError("no images or videos to predict")
+    predictor = _predictor(args)
+    out = Path(args.out)
+    options = AnnotateOptions(threshold=args.threshold, batch_size=args.batch_size)
+    images = [item for item in inputs if item.kind == "image"]
+    failures = len(problems)
+
+    def failed(message: str) -> None:
+        nonlocal failures
+        failures += 1
+        tqdm.write(f"mask2anomaly predict: warning: {message}", file=sys.stderr)
+
+    predicted = 0
+    with tqdm(total=len(images), unit="frame", desc="predict", file=sys.stderr) as bar:
+        predicted += annotate_images(
+            predictor, images, out, options, on_error=failed, on_frame=lambda: bar.update()
+        )
+        for item in (item for item in inputs if item.kind == "video"):
+            try:
+                predicted += annotate_video(
+                    predictor,
+                    item,
+                    out,
+                    options,
+                    on_frame=lambda: bar.update(),
+                    on_open=lambda n: setattr(bar, "total", bar.total + n) or bar.refresh(),
+                )
+            except UserError as error:
+                failed(str(error))
+    print(f"predicted {predicted} frames of {len(inputs)} inputs into {out}", end="")
+    print(f" ({failures} problems, see warnings above)" if failures else "")
+    return 1 if failures else 0

@@ -1,0 +1,178 @@
+"""`mask2anomaly predict`: outputs per image and video frame, resume, bad inputs (issue 7)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mask2anomaly.annotate import OUTPUT_SUFFIXES
+from mask2anomaly.checkpoint import save_checkpoint
+from mask2anomaly.cli import main
+from mask2anomaly.config import load_config
+from mask2anomaly.inference import Predictor
+from mask2anomaly.media import read_image, to_rgb_uint8
+from mask2anomaly.model import build_model
+from mask2anomaly.visualize import PNG16_MAX, png16_to_anomaly
+
+SMALL = ["inference.min_size=32", "inference.max_size=64"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    cfg = load_config("tiny", SMALL)
+    model = build_model(cfg.model)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save_checkpoint(path, model, cfg)
+    return path
+
+
+def _random(shape: tuple[int, ...], seed: int, dtype=np.uint8, high: int = 256) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, high, shape).astype(dtype)
+
+
+def _mixed_folder(folder: Path) -> dict[str, tuple[int, int]]:
+    """PNG, JPEG, RGBA, greyscale and 16-bit greyscale images of different sizes."""
+    folder.mkdir()
+    Image.fromarray(_random((60, 90, 3), 0)).save(folder / "rgb.png")
+    Image.fromarray(_random((70, 50, 3), 1)).save(folder / "photo.jpg")
+    Image.fromarray(_random((64, 64, 4), 2), "RGBA").save(folder / "alpha.png")
+    Image.fromarray(_random((40, 80), 3), "L").save(folder / "grey.png")
+    Image.fromarray(_random((33, 47), 4, np.uint16, 65536)).save(folder / "deep.png")
+    return {
+        "rgb": (60, 90),
+        "photo": (70, 50),
+        "alpha": (64, 64),
+        "grey": (40, 80),
+        "deep": (33, 47),
+    }
+
+
+def _predict(checkpoint: Path, out: Path, *inputs: object, options: tuple[str, ...] = ()) -> int:
+    args = ["predict", "--weights", str(checkpoint), *map(str, inputs), "--out", str(out)]
+    return main([*args, "--device", "cpu", *options])
+
+
+def test_mixed_folder_gives_one_correct_set_each(checkpoint, tmp_path):
+    sizes = _mixed_folder(tmp_path / "images")
+    out = tmp_path / "out"
+    assert _predict(checkpoint, out, tmp_path / "images", options=("--threshold", "0.5")) == 0
+    predictor = Predictor.from_checkpoint(checkpoint)
+    predictor.batch_size = 1  # as the command (batch composition moves the last bits)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{name}{suffix}" for name in sizes for suffix in OUTPUT_SUFFIXES
+    )
+    for name, (height, width) in sizes.items():
+        expected = predictor.predict(read_image(next((tmp_path / "images").glob(name + ".*"))))
+        stored = np.load(out / f"{name}_anomaly.npy")
+        assert stored.dtype == np.float16 and stored.shape == (height, width)
+        np.testing.assert_array_equal(stored, expected.anomaly_score.astype(np.float16))
+        png = np.asarray(Image.open(out / f"{name}_anomaly.png"))
+        assert png.dtype == np.uint16 and png.shape == (height, width)
+        clipped = np.clip(expected.anomaly_score, 0, 1)
+        assert np.abs(png16_to_anomaly(png) - clipped).max() <= 0.5 / PNG16_MAX + 1e-7
+        for suffix in ("_overlay.jpg", "_semantic.png"):
+            assert Image.open(out / f"{name}{suffix}").size == (width, height)
+        panel = Image.open(out / f"{name}_panel.jpg")
+        assert panel.width == 3 * width and panel.height > height
+
+
+def test_batched_equals_single(checkpoint, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, size in enumerate([(40, 60), (40, 60), (50, 30)]):
+        Image.fromarray(_random((*size, 3), 20 + i)).save(folder / f"{i}.png")
+    options = ("--no-flip",)
+    assert _predict(checkpoint, tmp_path / "one", folder, options=options) == 0
+    options = ("--no-flip", "--batch-size", "3")
+    assert _predict(checkpoint, tmp_path / "three", folder, options=options) == 0
+    for path in (tmp_path / "one").glob("*.npy"):
+        batched = np.load(tmp_path / "three" / path.name).astype(np.float32)
+        np.testing.assert_allclose(batched, np.load(path).astype(np.float32), atol=2e-3)
+
+
+def test_image_modes_become_rgb_uint8():
+    deep = Image.fromarray(np.array([[0, 257, 65535]], np.uint16))
+    np.testing.assert_array_equal(to_rgb_uint8(deep)[0, :, 0], [0, 1, 255])
+    grey = to_rgb_uint8(Image.fromarray(np.array([[7, 9]], np.uint8), "L"))
+    assert grey.shape == (1, 2, 3) and (grey[..., 2] == [7, 9]).all()
+    rgba = to_rgb_uint8(Image.fromarray(_random((2, 3, 4), 5), "RGBA"))
+    assert rgba.shape == (2, 3, 3) and rgba.dtype == np.uint8
+
+
+def _write_video(path: Path, num_frames: int, fps: int, size: tuple[int, int]) -> None:
+    from mask2anomaly.media import VideoWriter
+
+    writer = VideoWriter(path, Fraction(fps))
+    for i in range(num_frames):
+        writer.write(_random((*size, 3), 10 + i))
+    writer.close()
+
+
+def test_video_round_trip_and_resume(checkpoint, tmp_path):
+    av = pytest.importorskip("av")
+    _write_video(tmp_path / "clip.mp4", num_frames=6, fps=12, size=(45, 62))
+    out = tmp_path / "out"
+    assert _predict(checkpoint, out, tmp_path / "clip.mp4", options=("--batch-size", "4")) == 0
+    frames = sorted((out / "clip").glob("*_anomaly.npy"))
+    assert [p.name for p in frames] == [f"{i:06d}_anomaly.npy" for i in range(6)]
+    assert np.load(frames[0]).shape == (46, 62)  # the writer padded the odd height
+    with av.open(str(out / "clip_annotated.mp4")) as container:
+        stream = container.streams.video[0]
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        assert stream.average_rate == 12
+    assert len(decoded) == 6 and decoded[0].shape == (46, 62, 3)
+    # resume: with one frame's file and the video gone, only that frame is predicted again
+    (out / "clip" / "000004_panel.jpg").unlink()
+    (out / "clip_annotated.mp4").unlink()
+    kept = (out / "clip" / "000001_anomaly.npy").stat().st_mtime_ns
+    assert _predict(checkpoint, out, tmp_path / "clip.mp4") == 0
+    assert (out / "clip" / "000004_panel.jpg").exists() and (out / "clip_annotated.mp4").exists()
+    assert (out / "clip" / "000001_anomaly.npy").stat().st_mtime_ns == kept
+    assert not [p for p in out.rglob(".*")]  # no temporary files left
+
+
+def test_bad_inputs_warn_and_keep_the_rest(checkpoint, tmp_path, capsys):
+    good = tmp_path / "good.png"
+    Image.fromarray(_random((50, 70, 3), 6)).save(good)
+    out = tmp_path / "out"
+    assert _predict(checkpoint, out, good) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    (tmp_path / "empty").mkdir()
+    truncated = tmp_path / "truncated.jpg"
+    Image.fromarray(_random((50, 70, 3), 7)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "garbage.png").write_bytes(b"\x00" * 64)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video" * 20)
+    other = tmp_path / "other.jpg"
+    Image.fromarray(_random((40, 40, 3), 8)).save(other)
+    bad = ("truncated.jpg", "notes.txt", "garbage.png", "broken.mp4", "empty")
+    rc = _predict(checkpoint, out, good, *(tmp_path / name for name in bad), other)
+    assert rc == 1
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    for name in bad:
+        assert sum(name in line for line in warnings) == 1, (name, warnings)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in before} == before
+    assert all((out / f"other{suffix}").exists() for suffix in OUTPUT_SUFFIXES)
+    assert not (out / "truncated_anomaly.npy").exists()
+
+
+def test_half_on_cpu_falls_back_with_a_message(checkpoint, tmp_path, capsys):
+    image = tmp_path / "a.png"
+    Image.fromarray(_random((32, 48, 3), 9)).save(image)
+    assert _predict(checkpoint, tmp_path / "out", image, options=("--half",)) == 0
+    assert "--half needs a GPU" in capsys.readouterr().err
+
+
+def test_nothing_to_predict_is_a_one_line_error(checkpoint, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert _predict(checkpoint, tmp_path / "out", tmp_path / "empty") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "mask2anomaly predict: error: no images or videos to predict"
