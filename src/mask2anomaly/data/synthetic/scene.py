@@ -106,7 +106,7 @@ def _add_street_furniture(rng: np.random.Generator, placer: _Placer, street: Str
     for side, sign in ((0, -1.0), (1, 1.0)):
         z = near + rng.uniform(0.5, 6.0)
         while z < 70:
-            head = rng.choice(["sign", "light", "lamp", "none", "sign"])
+            head = rng.choice(["sign", "light", "lamp", "none", "sign", "light"])
             height = rng.uniform(3.2, 4.5) if head in ("light", "sign") else rng.uniform(5, 8)
             parts = pole_parts(rng, placer.scale(z), height=height, head=str(head))
             placer.upright(parts, sign * (half + 0.45), z, flip=sign < 0)
@@ -129,7 +129,7 @@ def _add_road_users(rng: np.random.Generator, placer: _Placer, street: Street, n
     lanes = [half / 2, -half / 2, half - 1.1, -(half - 1.1)]
     taken: list[tuple[float, float, float]] = []
     for kind in ["car"] * int(rng.integers(1, 7)) + ["truck", "bus"]:
-        if kind != "car" and rng.random() < 0.55:
+        if kind != "car" and rng.random() < 0.5:
             continue
         x, z = lanes[rng.integers(len(lanes))], rng.uniform(near + 2, 60)
         length = {"car": 4.4, "truck": 8.5, "bus": 12.0}[kind]
@@ -147,15 +147,15 @@ def _add_road_users(rng: np.random.Generator, placer: _Placer, street: Street, n
         for part in parts:  # people vary in height: scale about the feet
             part.polygons = [p * (height / 1.75) for p in part.polygons]
         placer.upright(parts, x, z)
-    for _ in range(rng.integers(0, 3)):
-        kind = "bicycle" if rng.random() < 0.6 else "motorcycle"
+    for _ in range(rng.integers(1, 4)):
+        kind = "bicycle" if rng.random() < 0.55 else "motorcycle"
         riding = rng.random() < 0.75
         side = rng.integers(2)
         if riding:
             x = (1 if side else -1) * (half - rng.uniform(0.8, 1.5))
         else:
             x = (1 if side else -1) * (half + rng.uniform(0.5, street.sidewalks[side]))
-        z, flip = rng.uniform(near + 2, 40), bool(rng.random() < 0.5)
+        z, flip = rng.uniform(near + 2, 32), bool(rng.random() < 0.5)
         parts = two_wheeler_parts(rng, kind, placer.new_instance(), placer.scale(z))
         if riding:
             parts += person_parts(rng, LABEL_ID["rider"], placer.new_instance(), seated=True)

@@ -140,7 +140,7 @@ def _edge_structure(rng: np.random.Generator, cam: Camera, x: float) -> list[Par
     """A wall, fence or hedge segment along the outer sidewalk edge at x."""
     z0 = rng.uniform(2, 30)
     z1 = z0 + rng.uniform(8, 40)
-    kind = rng.choice(["wall", "fence", "hedge"])
+    kind = rng.choice(["wall", "fence", "hedge"], p=[0.4, 0.4, 0.2])
     height = rng.uniform(1.0, 2.4)
     px = cam.focal / (z0 + 6)  # pixels per metre around the near end
     if kind == "wall":
@@ -187,7 +187,10 @@ def background_parts(rng: np.random.Generator, cam: Camera, street: Street) -> l
     half = street.road_width / 2
     for side, sign in ((0, -1.0), (1, 1.0)):
         edge = sign * (half + street.sidewalks[side])
-        if street.sides[side] == "buildings":
+        if street.sides[side] == "buildings" and rng.random() < 0.3:  # front yard and a wall
+            parts += _facades(rng, cam, edge + sign * rng.uniform(2, 6), sign, start=2.0)
+            parts += _edge_structure(rng, cam, edge)
+        elif street.sides[side] == "buildings":
             parts += _facades(rng, cam, edge, sign, start=rng.uniform(0.5, 4.0))
         else:
             if rng.random() < 0.5:  # buildings far behind the terrain

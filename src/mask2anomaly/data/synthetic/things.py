@@ -21,7 +21,7 @@ LABEL_ID = {
     "vegetation": 21, "terrain": 22, "sky": 23, "person": 24, "rider": 25, "car": 26,
     "truck": 27, "bus": 28, "motorcycle": 32, "bicycle": 33,
 }  # fmt: skip
-MIN_THICKNESS_PX = 2.5  # thin structures (poles, frames) never get thinner than this on screen
+MIN_THICKNESS_PX = 3.0  # thin structures (poles, frames) never get thinner than this on screen
 
 CAR_COLOURS = [(205, 205, 210), (30, 30, 35), (150, 150, 158), (160, 30, 28), (35, 55, 130),
                (45, 80, 50), (215, 185, 50), (110, 75, 50), (90, 95, 105)]  # fmt: skip
@@ -211,7 +211,7 @@ def two_wheeler_parts(rng: np.random.Generator, kind: str, instance: int, scale:
 def pole_parts(rng: np.random.Generator, scale: float, *, height: float, head: str) -> list[Part]:
     """A pole (local metres, base at 0,0) carrying `head`: "sign", "light", "lamp" or "none"."""
     grey = Style(pick(rng, [(95, 95, 100), (70, 80, 70), (140, 140, 145)], 8), 0.03, 0.05, 0.2)
-    half = _thick(0.3, scale) / 2
+    half = _thick(0.35, scale) / 2
     parts = [Part([rectangle(-half, 0, half, height)], grey, LABEL_ID["pole"])]
     if head == "lamp":
         parts[0].polygons += [segment((0, height - 0.1), (1.2, height + 0.2), 2 * half),
@@ -221,12 +221,12 @@ def pole_parts(rng: np.random.Generator, scale: float, *, height: float, head: s
         top = height + 0.1
         lamps = [(0.8, 0.1, 0.1), (0.9, 0.7, 0.1), (0.1, 0.8, 0.3)]
         lit = rng.integers(3)
-        box = rectangle(-0.3, top - 1.25, 0.3, top)
+        box = rectangle(-0.36, top - 1.5, 0.36, top)
         parts.append(Part([box], housing, LABEL_ID["traffic light"]))
         for i, rgb in enumerate(lamps):
             gain = 255 if i == lit else 70
             lamp = Style(tuple(c * gain for c in rgb), 0.02, 0.02, 0.0)
-            circle = ellipse(0, top - 0.22 - 0.4 * i, 0.15, 0.15, 12)
+            circle = ellipse(0, top - 0.27 - 0.48 * i, 0.19, 0.19, 12)
             parts.append(Part([circle], lamp, LABEL_ID["traffic light"]))
     elif head == "sign":
         parts += sign_parts(rng, centre=(0.0, height - 0.45))
@@ -253,6 +253,7 @@ def sign_parts(rng: np.random.Generator, centre: tuple[float, float]) -> list[Pa
     else:
         outer = rectangle(cx - 0.55, cy - 0.35, cx + 0.55, cy + 0.35)
         inner, colours = rectangle(cx - 0.4, cy - 0.06, cx + 0.4, cy + 0.06), (blue, white)
+    outer, inner = (cx, cy) + (outer - (cx, cy)) * 1.25, (cx, cy) + (inner - (cx, cy)) * 1.25
     return [Part([outer], Style(pick(rng, [colours[0]], 10), 0.02, 0.04), label),
             Part([inner], Style(pick(rng, [colours[1]], 10), 0.02, 0.04), label)]  # fmt: skip
 

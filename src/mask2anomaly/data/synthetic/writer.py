@@ -44,27 +44,38 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class WorldSummary:
-    """What `write_world` wrote: folder of each dataset, images per set, timing."""
+    """What `write_world` wrote: folder and image count of each set, the COCO images that pass
+    the outlier filter, and wall-clock seconds (all images, and street scenes alone)."""
 
     root: Path
+    size: tuple[int, int]
     folders: dict[str, Path]
     counts: dict[str, int]
+    num_coco_outliers: int
     num_files: int
     seconds: float
+    street_seconds: float
     files: list[str] = field(default_factory=list, repr=False)
 
     @property
     def images_per_second(self) -> float:
         return sum(self.counts.values()) / max(self.seconds, 1e-9)
 
+    @property
+    def street_images_per_second(self) -> float:
+        """Street scenes rendered and written per second (everything except COCO)."""
+        return (sum(self.counts.values()) - self.counts["coco"]) / max(self.street_seconds, 1e-9)
+
     def describe(self) -> str:
         """Multi-line human-readable summary."""
         lines = [f"synthetic world in {self.root}: {self.num_files} files"]
         for name, path in self.folders.items():
-            lines.append(f"  {name:<18} {path}  ({self.counts[name]} images)")
+            extra = f", {self.num_coco_outliers} pass the outlier filter" if name == "coco" else ""
+            lines.append(f"  {name:<18} {path}  ({self.counts[name]} images{extra})")
         lines.append(
             f"  {sum(self.counts.values())} images in {self.seconds:.1f} s "
-            f"({self.images_per_second:.1f} images/s)"
+            f"({self.images_per_second:.1f} images/s); street scenes at "
+            f"{self.size[0]}x{self.size[1]}: {self.street_images_per_second:.1f} images/s"
         )
         return "\n".join(lines)
 
@@ -275,8 +286,10 @@ def write_world(
             scene = render_scene(_rng(seed, split, index), size)
             paths += _write_cityscapes(root / "cityscapes", split, index, scene)
             step(1)
+    coco_start = time.perf_counter()
     object_size = (0.15 * height, 0.45 * height)
     paths += _write_coco(root / "coco", seed, num_outliers, object_size, step)
+    coco_seconds = time.perf_counter() - coco_start
     paths += _write_test_sets(root, seed, size, num_test, step)
     seconds = time.perf_counter() - start
     files = sorted(path.relative_to(root).as_posix() for path in paths)
@@ -287,4 +300,7 @@ def write_world(
     folders = {name: root / folder for name, folder in zip(counts, ("cityscapes",) + FOLDERS)}
     manifest = {"seed": seed, "size": [height, width], "counts": counts, "files": files}
     _save_json(root / MANIFEST, manifest)
-    return WorldSummary(root, folders, counts, len(files) + 1, seconds, files)
+    return WorldSummary(
+        root, (height, width), folders, counts, num_outliers, len(files) + 1, seconds,
+        seconds - coco_seconds, files
+    )  # fmt: skip
