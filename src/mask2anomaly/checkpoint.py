@@ -9,10 +9,8 @@ missing, unexpected or mis-shaped key is an error. Untrusted files load with wei
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from .config import (
     parse_override,
 )
 from .errors import UserError
+from .fileio import atomic_path
 from .model import Mask2Anomaly, build_model
 from .model.backbone import ResNet
 
@@ -132,17 +131,9 @@ def _state_dict_of(data: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through a temporary file in the same folder, renamed over `path`."""
+    with atomic_path(path) as temporary:
+        torch.save(obj, temporary)
 
 
 def save_checkpoint(path: str | Path, model: Mask2Anomaly, cfg: Config, **extra: Any) -> None:

@@ -10,8 +10,6 @@ threshold. Report files (json, Markdown, curves, overlays) are written by `repor
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from tqdm import tqdm
 from .component_metrics import TRACKS, ComponentMetrics
 from .data.benchmarks import Benchmark
 from .errors import UserError
+from .fileio import atomic_path
 from .metrics import ConfusionMatrix, ExactPixelMetrics, make_pixel_metrics
 
 log = logging.getLogger(__name__)
@@ -31,19 +30,12 @@ NUM_WORST_FRAMES = 4  # frames with the lowest per-frame AP get an overlay in th
 
 
 def save_map(path: Path, score: np.ndarray) -> None:
-    """Write a float16 map atomically (temporary file + os.replace): .npy or compressed .npz."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            if path.suffix == ".npz":
-                np.savez_compressed(file, anomaly_score=score.astype(np.float16))
-            else:
-                np.save(file, score.astype(np.float16))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write a float16 map atomically: .npy or compressed .npz."""
+    with atomic_path(path) as temporary, temporary.open("wb") as file:
+        if path.suffix == ".npz":
+            np.savez_compressed(file, anomaly_score=score.astype(np.float16))
+        else:
+            np.save(file, score.astype(np.float16))
 
 
 def load_map(path: Path) -> np.ndarray:

@@ -3,16 +3,14 @@ drawn with PIL, and overlays of the worst frames (issue 3; numbers as SMIYC prin
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .fileio import write_json_atomic, write_text_atomic
 from .metrics import PixelCurve
 
 CURVE_SIZE = 480  # pixels per side of a curve plot
@@ -31,31 +29,18 @@ PIXEL_COLUMNS = (("auprc", "AuPRC"), ("fpr95", "FPR95"))
 COMPONENT_COLUMNS = (("siou", "sIoU"), ("ppv", "PPV"), ("f1_mean", "F1*"))
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file through a temporary file and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as file:
-        file.write(text)
-    os.replace(temporary, path)
-
-
-def _json_safe(value):
+def _without_curves(value):
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items() if not isinstance(v, PixelCurve)}
+        return {k: _without_curves(v) for k, v in value.items() if not isinstance(v, PixelCurve)}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
+        return [_without_curves(v) for v in value]
     return value
 
 
 def write_metrics_json(path: Path, results: Sequence[dict]) -> None:
     """All results (curves left out; NaN written as null)."""
-    clean = [{k: _json_safe(v) for k, v in r.items() if k != "curves"} for r in results]
-    write_text_atomic(path, json.dumps({"results": clean}, indent=2) + "\n")
+    clean = [{k: _without_curves(v) for k, v in r.items() if k != "curves"} for r in results]
+    write_json_atomic(path, {"results": clean}, indent=2)
 
 
 def _percent(value: float | None) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +43,7 @@ from .data.types import collate
 from .engine import SampleStream, build_criterion, step_seed, train_step
 from .errors import UserError
 from .evaluation import evaluate_semantic
+from .fileio import json_safe, write_text_atomic
 from .inference import Predictor
 from .model import Mask2Anomaly, build_model
 from .optim import build_optimizer, build_scheduler
@@ -82,27 +82,10 @@ class RunPaths:
         return path if path.is_file() else None
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _numpy_rng_state() -> list[Any]:
     """numpy's global RNG state with its key array as a tensor (weights_only-loadable)."""
     name, keys, position, has_gauss, cached = np.random.get_state()
     return [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached]
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN / inf -> None (strict JSON), recursively."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 class Chain:
@@ -190,7 +173,7 @@ class Trainer:
                 scaler=None if self.scaler is None else self.scaler.state_dict(),
                 rng={"torch": torch.get_rng_state(), "numpy": _numpy_rng_state()},
             )
-            _write_text_atomic(self.run.pointer, path.name + "\n")
+            write_text_atomic(self.run.pointer, path.name + "\n")
         distributed.barrier()
         return path
 
@@ -211,7 +194,7 @@ class Trainer:
     def log(self, record: dict[str, Any]) -> None:
         if self.ctx.is_main:
             with self.run.metrics.open("a") as f:
-                f.write(json.dumps(_json_safe(record)) + "\n")
+                f.write(json.dumps(json_safe(record)) + "\n")
 
     def trim_log(self) -> None:
         """Drop log lines written after the checkpoint a resumed run restarts from."""
@@ -222,7 +205,7 @@ class Trainer:
             for line in self.run.metrics.read_text().splitlines()
             if line.strip() and json.loads(line).get("iteration", 0) <= self.iteration
         ]
-        _write_text_atomic(self.run.metrics, "".join(line + "\n" for line in kept))
+        write_text_atomic(self.run.metrics, "".join(line + "\n" for line in kept))
 
     # -- the loop ---------------------------------------------------------------------------
 

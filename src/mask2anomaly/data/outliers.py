@@ -15,7 +15,6 @@ Two layouts give one `OutlierPool` of (image, outlier mask) pairs:
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..fileio import atomic_path
 from .cityscapes import OUTLIER_LABEL
 from .coco import CocoImage, check_segmentations, read_coco_images, union_mask
 
@@ -251,12 +251,8 @@ def open_outliers(
 
 def _atomic_write(path: Path, write: Any) -> None:
     """Call write(temporary path), then rename it to `path`."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path, suffix=path.suffix) as temporary:
         write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ Every file is derived from (seed, set, index) alone, so the same seed gives iden
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from PIL import Image
 
 from ...config import IGNORE_INDEX
 from ...errors import UserError
+from ...fileio import atomic_path, write_text_atomic
 from ..cityscapes import LABEL_ID_TO_TRAIN_ID
 from .coco import annotation, coco_categories, render_outlier_image
 from .scene import Scene, render_scene
@@ -86,17 +86,12 @@ def _rng(seed: int, stream: str, index: int) -> np.random.Generator:
 
 def _save(path: Path, image: np.ndarray, fmt: str, **options) -> None:
     """Write an image atomically (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(image).save(temporary, format=fmt, **options)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        Image.fromarray(image).save(temporary, format=fmt, **options)
 
 
 def _save_json(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, separators=(",", ":")))
-    os.replace(temporary, path)
+    write_text_atomic(path, json.dumps(data, separators=(",", ":")))
 
 
 def train_id_table() -> np.ndarray:
