@@ -151,11 +151,12 @@ def render_outlier_image(
     if kind not in IMAGE_KINDS:
         raise ValueError(f"kind must be one of {IMAGE_KINDS}, got {kind!r}")
     excluded_ids = {COCO_IDS[name] for name in EXCLUDED_FAMILIES}
-    while True:  # redraw (rarely) until the image has what its kind promises
+    for _ in range(100):  # redraw (rarely) until the image has what its kind promises
         rendered = _render_outlier_once(rng, kind, object_size)
         first = rendered.objects[0].category_id if rendered.objects else None
         if first is not None and (kind != "excluded") == (first not in excluded_ids):
             return rendered
+    raise RuntimeError(f"could not place {kind} objects of size {object_size} in 100 images")
 
 
 def _render_outlier_once(

@@ -33,6 +33,7 @@ from .things import (
 THING_LABEL_IDS = (24, 25, 26, 27, 28, 29, 30, 31, 32, 33)  # hasInstances in cityscapesScripts
 ANOMALY_KINDS = ("anywhere", "obstacle")
 MIN_ANOMALY_FRACTION = 4e-4  # a test frame shows at least this fraction of anomaly pixels
+MAX_ATTEMPTS = 100  # redraws before giving up (a handful at most in practice)
 
 
 @dataclass(frozen=True)
@@ -255,8 +256,9 @@ def render_scene(
     if anomalies is not None and anomalies not in ANOMALY_KINDS:
         raise ValueError(f"anomalies must be None or one of {ANOMALY_KINDS}, got {anomalies!r}")
     height, width = size
-    while True:
+    for _ in range(MAX_ATTEMPTS):
         scene, _ = _render_once(rng, height, width, anomalies)
         visible = np.count_nonzero(scene.anomaly_ids)
         if anomalies is None or visible >= MIN_ANOMALY_FRACTION * height * width:
             return scene
+    raise RuntimeError(f"no visible anomaly in {MAX_ATTEMPTS} scenes of size {height}x{width}")

@@ -282,7 +282,7 @@ def write_world(
             paths += _write_cityscapes(root / "cityscapes", split, index, scene)
             step(1)
     coco_start = time.perf_counter()
-    object_size = (0.15 * height, 0.45 * height)
+    object_size = (max(0.15 * height, 16.0), max(0.45 * height, 48.0))  # in COCO images
     paths += _write_coco(root / "coco", seed, num_outliers, object_size, step)
     coco_seconds = time.perf_counter() - coco_start
     paths += _write_test_sets(root, seed, size, num_test, step)
