@@ -176,7 +176,7 @@ class Canvas:
         """[H, W] uint8 anomaly index (0 = inlier or void)."""
         return self._lookup(2, np.uint8)
 
-    def colours(self, style: Style, box: tuple[int, int, int, int], mask: np.ndarray):
+    def colours(self, style: Style, box: tuple[int, int, int, int], mask: np.ndarray) -> np.ndarray:
         """[n, 3] float32 colours of the `mask` pixels ([h, w] bool) of a part in `box`."""
         x0, y0, x1, y1 = box
         window = (slice(y0, y1), slice(x0, x1))

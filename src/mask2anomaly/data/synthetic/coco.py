@@ -88,7 +88,13 @@ def _background(rng: np.random.Generator, canvas: Canvas) -> None:
         canvas.image[rows] = colour * gain[..., None]
 
 
-def _free_spot(rng, size, region, boxes) -> tuple[float, float] | None:
+Box = tuple[float, float, float, float]
+Group = list[tuple[list[Part], float, bool]]  # members: (parts in unit coordinates, px, flip)
+
+
+def _free_spot(
+    rng: np.random.Generator, size: np.ndarray, region: Box, boxes: list[Box]
+) -> tuple[float, float] | None:
     """Bottom-centre origin of a (w, h) box inside region (x0, y0, x1, y1) that keeps a 3 px
     margin from `boxes`; None after 40 tries."""
     w, h = size
@@ -102,7 +108,7 @@ def _free_spot(rng, size, region, boxes) -> tuple[float, float] | None:
     return None
 
 
-def _object_parts(rng, family: str, height_px: float, members: int) -> list[list[Part]]:
+def _object_parts(rng: np.random.Generator, family: str, height_px: float, members: int) -> Group:
     """Parts of one object (members == 1) or of a crowd group of small members."""
     groups = []
     for _ in range(members):
@@ -112,7 +118,14 @@ def _object_parts(rng, family: str, height_px: float, members: int) -> list[list
     return groups
 
 
-def _place_group(rng, canvas, groups, region, boxes, instance) -> list[np.ndarray] | None:
+def _place_group(
+    rng: np.random.Generator,
+    canvas: Canvas,
+    groups: Group,
+    region: Box,
+    boxes: list[Box],
+    instance: int,
+) -> list[np.ndarray] | None:
     """Paint the members of one annotation at a free spot; returns its polygons or None."""
     extents = []
     for parts, scale, _ in groups:

@@ -102,7 +102,9 @@ class _Placer:
         return [part for i in order for part in self.items[i][1]]
 
 
-def _add_street_furniture(rng: np.random.Generator, placer: _Placer, street: Street, near: float):
+def _add_street_furniture(
+    rng: np.random.Generator, placer: _Placer, street: Street, near: float
+) -> None:
     half = street.road_width / 2
     for side, sign in ((0, -1.0), (1, 1.0)):
         z = near + rng.uniform(0.5, 6.0)
@@ -125,7 +127,7 @@ def _add_street_furniture(rng: np.random.Generator, placer: _Placer, street: Str
             placer.upright(clutter_parts(rng), sign * (half + rng.uniform(0.6, walk)), zc)
 
 
-def _add_road_users(rng: np.random.Generator, placer: _Placer, street: Street, near: float):
+def _add_road_users(rng: np.random.Generator, placer: _Placer, street: Street, near: float) -> None:
     half = street.road_width / 2
     lanes = [half / 2, -half / 2, half - 1.1, -(half - 1.1)]
     taken: list[tuple[float, float, float]] = []
@@ -211,7 +213,7 @@ def _relight(rng: np.random.Generator, canvas: Canvas) -> None:
     canvas.image *= (ramp[None, :, None] * gain).astype(np.float32)
 
 
-def _render_once(rng: np.random.Generator, height: int, width: int, anomalies: str | None):
+def _render_once(rng: np.random.Generator, height: int, width: int, anomalies: str | None) -> Scene:
     cam, street = _camera(rng, height, width), _street(rng)
     canvas = Canvas(rng, height, width)
     paint_sky(rng, canvas, cam)
@@ -235,7 +237,7 @@ def _render_once(rng: np.random.Generator, height: int, width: int, anomalies: s
     image = canvas.finish(rng, blur=rng.uniform(0, 0.9) * height / 256, noise=rng.uniform(1, 4))
     label_ids = canvas.label_ids
     instance_ids = _instance_ids(label_ids, canvas.instances)
-    return Scene(image, label_ids, instance_ids, canvas.anomalies), street
+    return Scene(image, label_ids, instance_ids, canvas.anomalies)
 
 
 def render_scene(
@@ -257,7 +259,7 @@ def render_scene(
         raise ValueError(f"anomalies must be None or one of {ANOMALY_KINDS}, got {anomalies!r}")
     height, width = size
     for _ in range(MAX_ATTEMPTS):
-        scene, _ = _render_once(rng, height, width, anomalies)
+        scene = _render_once(rng, height, width, anomalies)
         visible = np.count_nonzero(scene.anomaly_ids)
         if anomalies is None or visible >= MIN_ANOMALY_FRACTION * height * width:
             return scene

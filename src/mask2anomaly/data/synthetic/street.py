@@ -45,7 +45,9 @@ def paint_sky(rng: np.random.Generator, canvas: Canvas, cam: Camera) -> None:
     canvas.layers[:] = canvas.new_layer(LABEL_ID["sky"])
 
 
-def _ground_classes(cam: Camera, street: Street, top: int, height: int, width: int):
+def _ground_classes(
+    cam: Camera, street: Street, top: int, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Depth z [h, 1], road-relative x [h, W] (metres) and class index [h, W] (0 road,
     1 sidewalk, 2 terrain) of the rows from `top` down."""
     rows = np.arange(top, height, dtype=np.float32) + 0.5
@@ -114,7 +116,9 @@ def _windows(cam: Camera, x: float, z0: float, z1: float, height: float) -> list
     return list(quads[big])
 
 
-def _facades(rng: np.random.Generator, cam: Camera, x_face: float, sign: float, start: float):
+def _facades(
+    rng: np.random.Generator, cam: Camera, x_face: float, sign: float, start: float
+) -> list[Part]:
     """Building blocks along one side, far to near: front face, side facade, windows."""
     blocks, z = [], start
     while z < 140:

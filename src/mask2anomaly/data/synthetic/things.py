@@ -54,7 +54,9 @@ class Camera:
     def road_x(self, z: np.ndarray | float) -> np.ndarray | float:
         return self.offset + self.curve * np.square(z)
 
-    def project(self, x, z, y=0.0) -> tuple[np.ndarray, np.ndarray]:
+    def project(
+        self, x: np.ndarray | float, z: np.ndarray | float, y: np.ndarray | float = 0.0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(u, v) pixels of points at road-relative x, depth z, height y (metres)."""
         z = np.maximum(z, 0.3)
         u = self.cx + self.focal * (self.road_x(z) + np.asarray(x)) / z
@@ -84,7 +86,12 @@ def _thick(metres: float, scale: float) -> float:
     return max(metres, MIN_THICKNESS_PX / scale)
 
 
-def box_faces(cam: Camera, x0: float, x1: float, z0: float, z1: float, y0: float, y1: float):
+Faces = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
+
+
+def box_faces(
+    cam: Camera, x0: float, x1: float, z0: float, z1: float, y0: float, y1: float
+) -> Faces:
     """Projected (end face at z0, visible side face or None, top face or None) of a box."""
     end = cam.polygon([(x0, z0, y0), (x1, z0, y0), (x1, z0, y1), (x0, z0, y1)])
     side_x = x0 if cam.road_x(z0) + x0 > 0 else x1 if cam.road_x(z0) + x1 < 0 else None
@@ -120,11 +127,13 @@ def vehicle(
     glass = Style(pick(rng, [GLASS], 8), grain=0.05, blotch=0.15, shade=0.3)
     dark = Style(TYRE, grain=0.05, blotch=0.05, shade=0.0)
 
-    def faces(y0: float, y1: float, inset: float = 0.0, z_in: float = 0.0, z_out: float = 0.0):
+    def faces(
+        y0: float, y1: float, inset: float = 0.0, z_in: float = 0.0, z_out: float = 0.0
+    ) -> Faces:
         return box_faces(cam, x - half + inset, x + half - inset, z + z_in, z + length - z_out,
                          y0, y1)  # fmt: skip
 
-    def part(polygon, style):
+    def part(polygon: np.ndarray, style: Style) -> Part:
         return Part([polygon], style, label, instance)
 
     parts = []
@@ -185,7 +194,9 @@ def person_parts(
     ]
 
 
-def two_wheeler_parts(rng: np.random.Generator, kind: str, instance: int, scale: float):
+def two_wheeler_parts(
+    rng: np.random.Generator, kind: str, instance: int, scale: float
+) -> list[Part]:
     """A bicycle or motorcycle in side view (local metres, facing +x, wheels on y=0)."""
     label = LABEL_ID[kind]
     frame = Style(pick(rng, CLOTHES + CAR_COLOURS), 0.03, 0.05)
@@ -282,7 +293,9 @@ def clutter_parts(rng: np.random.Generator) -> list[Part]:
                  LABEL_ID["static"])]  # fmt: skip
 
 
-def place(parts: list[Part], origin: tuple[float, float], scale: float, flip: bool = False):
+def place(
+    parts: list[Part], origin: tuple[float, float], scale: float, flip: bool = False
+) -> list[Part]:
     """Parts in local metres -> pixels at ground point `origin` and `scale` px/m (in place)."""
     sign = np.array([-1.0 if flip else 1.0, 1.0])
     for part in scale_parts(parts, scale):

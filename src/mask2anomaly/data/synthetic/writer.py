@@ -188,7 +188,9 @@ def _write_coco(
     return [*paths, json_path]
 
 
-def _write_test_sets(root: Path, seed: int, size, num_test: int, progress: Progress):
+def _write_test_sets(
+    root: Path, seed: int, size: tuple[int, int], num_test: int, progress: Progress
+) -> list[Path]:
     paths: list[Path] = []
     names = []
     for index in range(num_test):
