@@ -14,7 +14,13 @@ from mask2anomaly.cli import main
 from mask2anomaly.data.cityscapes import LABEL_ID_TO_TRAIN_ID, CityscapesSemantic
 from mask2anomaly.data.synthetic import render_outlier_image, render_scene, rle_encode, write_world
 from mask2anomaly.data.synthetic.coco import COCO_MIN_SIDE
-from mask2anomaly.data.synthetic.writer import MANIFEST, obstacle_track_label
+from mask2anomaly.data.synthetic.scene import Scene
+from mask2anomaly.data.synthetic.writer import (
+    MANIFEST,
+    anomaly_gaps,
+    anomaly_track_label,
+    obstacle_track_label,
+)
 from mask2anomaly.errors import UserError
 
 SIZE = (96, 192)
@@ -183,10 +189,24 @@ def test_obstacle_labels_are_void_off_the_road():
     for seed in range(3):
         scene = render_scene(np.random.default_rng(seed), SIZE, anomalies="obstacle")
         label = obstacle_track_label(scene)
-        road = (scene.label_ids == 7) & ~scene.anomaly_mask
+        road = (scene.label_ids == 7) & ~scene.anomaly_mask & ~anomaly_gaps(scene)
         np.testing.assert_array_equal(label == 0, road)
         np.testing.assert_array_equal(label == 1, scene.anomaly_mask)
         assert scene.anomaly_mask.any()
+
+
+def test_gaps_inside_anomalies_are_void():
+    yy, xx = np.mgrid[:40, :40]
+    radius = np.hypot(yy - 20, xx - 20)
+    ring = (radius < 12) & (radius >= 5)
+    label_ids = np.full((40, 40), 7, np.uint8)
+    label_ids[ring] = 0
+    scene = Scene(np.zeros((40, 40, 3), np.uint8), label_ids, label_ids.astype(np.int32),
+                  ring.astype(np.uint8))  # fmt: skip
+    np.testing.assert_array_equal(anomaly_gaps(scene), radius < 5)
+    for label in (obstacle_track_label(scene), anomaly_track_label(scene)):
+        assert (label[radius < 5] == 255).all() and (label[ring] == 1).all()
+        assert (label[radius >= 12] == 0).all()
 
 
 def test_benchmark_adapters_read_the_test_sets(world):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from ...config import IGNORE_INDEX
 from ...errors import UserError
@@ -102,16 +103,30 @@ def train_id_table() -> np.ndarray:
     return table
 
 
+def anomaly_gaps(scene: Scene) -> np.ndarray:
+    """[H, W] bool pixels enclosed by an anomaly but not part of it (the hole of a tyre): SMIYC
+    labels such gaps void."""
+    gaps = np.zeros_like(scene.anomaly_mask)
+    for index in np.unique(scene.anomaly_ids[scene.anomaly_ids > 0]):
+        own = scene.anomaly_ids == index
+        gaps |= ndimage.binary_fill_holes(own) & ~own
+    return gaps & ~scene.anomaly_mask
+
+
 def anomaly_track_label(scene: Scene) -> np.ndarray:
-    """[H, W] uint8 SMIYC anomaly-track label: 0 Cityscapes class, 1 anomaly, 255 void."""
+    """[H, W] uint8 SMIYC anomaly-track label: 0 Cityscapes class, 1 anomaly, 255 void
+    (Cityscapes void classes and gaps inside anomalies)."""
     label = np.where(train_id_table()[scene.label_ids] != IGNORE_INDEX, 0, IGNORE_INDEX)
+    label[anomaly_gaps(scene)] = IGNORE_INDEX
     label[scene.anomaly_mask] = 1
     return label.astype(np.uint8)
 
 
 def obstacle_track_label(scene: Scene) -> np.ndarray:
-    """[H, W] uint8 SMIYC obstacle-track label: 0 road, 1 obstacle, 255 off the road."""
+    """[H, W] uint8 SMIYC obstacle-track label: 0 road, 1 obstacle, 255 off the road and in
+    gaps inside obstacles."""
     label = np.where(scene.label_ids == ROAD_LABEL_ID, 0, IGNORE_INDEX)
+    label[anomaly_gaps(scene)] = IGNORE_INDEX
     label[scene.anomaly_mask] = 1
     return label.astype(np.uint8)
 
