@@ -12,7 +12,13 @@ from PIL import Image, ImageDraw
 
 from mask2anomaly.cli import main
 from mask2anomaly.data.cityscapes import LABEL_ID_TO_TRAIN_ID, CityscapesSemantic
-from mask2anomaly.data.synthetic import render_outlier_image, render_scene, rle_encode, write_world
+from mask2anomaly.data.synthetic import (
+    existing_world,
+    render_outlier_image,
+    render_scene,
+    rle_encode,
+    write_world,
+)
 from mask2anomaly.data.synthetic.coco import COCO_MIN_SIDE
 from mask2anomaly.data.synthetic.scene import Scene
 from mask2anomaly.data.synthetic.writer import (
@@ -244,6 +250,13 @@ def test_rerun_replaces_the_previous_world_and_refuses_foreign_folders(tmp_path)
                           num_test=1)  # fmt: skip
     on_disk = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert on_disk == sorted([*summary.files, MANIFEST])
+    assert existing_world(root, seed=0, size=SIZE, num_train=1, num_val=1, num_outliers=1,
+                          num_test=1).files == summary.files  # fmt: skip
+    assert existing_world(root, seed=1, size=SIZE, num_train=1, num_val=1, num_outliers=1,
+                          num_test=1) is None  # fmt: skip
+    (root / summary.files[0]).unlink()
+    assert existing_world(root, seed=0, size=SIZE, num_train=1, num_val=1, num_outliers=1,
+                          num_test=1) is None  # fmt: skip
     foreign = tmp_path / "foreign"
     (foreign / "cityscapes").mkdir(parents=True)
     with pytest.raises(UserError, match="refusing"):

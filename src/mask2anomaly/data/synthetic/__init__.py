@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .coco import OutlierImage, OutlierObject, render_outlier_image, rle_encode
 from .scene import Scene, render_scene
-from .writer import WorldSummary, count_images, write_world
+from .writer import WorldSummary, count_images, existing_world, write_world
 
 __all__ = [
     "OutlierImage",
@@ -17,6 +17,7 @@ __all__ = [
     "Scene",
     "WorldSummary",
     "count_images",
+    "existing_world",
     "render_outlier_image",
     "render_scene",
     "rle_encode",

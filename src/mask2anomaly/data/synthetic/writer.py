@@ -34,6 +34,7 @@ from .coco import annotation, coco_categories, render_outlier_image
 from .scene import Scene, render_scene
 
 MANIFEST = "synthetic_world.json"
+GENERATOR_VERSION = 1  # bump when the same seed would write different files
 FOLDERS = ("cityscapes", "coco", "dataset_AnomalyTrack", "dataset_ObstacleTrack", "RoadAnomaly_jpg")
 STREAMS = {"train": 1, "val": 2, "coco": 3, "anomaly": 4, "obstacle": 5, "road-anomaly": 6}
 CITIES = {"train": ("synthburg", "pixelstadt", "raycity"), "val": ("valdorf",)}
@@ -290,6 +291,7 @@ def write_world(
         raise UserError("image counts must be >= 0")
     root = Path(out_dir)
     previous = _previous_files(root)
+    _save_json(root / MANIFEST, {"complete": False, "files": previous})  # until this run ends
     step = progress or (lambda _: None)
     start = time.perf_counter()
     paths: list[Path] = []
@@ -306,13 +308,58 @@ def write_world(
     seconds = time.perf_counter() - start
     files = sorted(path.relative_to(root).as_posix() for path in paths)
     _remove_stale(root, previous, set(files))
-    counts = {"cityscapes/train": num_train, "cityscapes/val": num_val,
-              "coco": len(coco_kinds(num_outliers)), "road-anomaly-21": num_test,
-              "road-obstacle-21": num_test, "road-anomaly": num_test}  # fmt: skip
-    folders = {name: root / folder for name, folder in zip(counts, ("cityscapes",) + FOLDERS)}
-    manifest = {"seed": seed, "size": [height, width], "counts": counts, "files": files}
+    counts = _counts(num_train, num_val, num_outliers, num_test)
+    manifest = {
+        "complete": True,
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "size": [height, width],
+        "counts": counts,
+        "num_outliers": num_outliers,
+        "files": files,
+    }
     _save_json(root / MANIFEST, manifest)
+    return _summary(root, manifest, seconds, seconds - coco_seconds)
+
+
+def _counts(num_train: int, num_val: int, num_outliers: int, num_test: int) -> dict[str, int]:
+    return {"cityscapes/train": num_train, "cityscapes/val": num_val,
+            "coco": len(coco_kinds(num_outliers)), "road-anomaly-21": num_test,
+            "road-obstacle-21": num_test, "road-anomaly": num_test}  # fmt: skip
+
+
+def _summary(root: Path, manifest: dict, seconds: float, street_seconds: float) -> WorldSummary:
+    counts, files = manifest["counts"], manifest["files"]
+    folders = {name: root / folder for name, folder in zip(counts, ("cityscapes",) + FOLDERS)}
+    height, width = manifest["size"]
     return WorldSummary(
-        root, (height, width), folders, counts, num_outliers, len(files) + 1, seconds,
-        seconds - coco_seconds, files
+        root, (height, width), folders, counts, manifest["num_outliers"], len(files) + 1,
+        seconds, street_seconds, files
     )  # fmt: skip
+
+
+def existing_world(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    size: tuple[int, int] = (256, 512),
+    num_train: int = 300,
+    num_val: int = 50,
+    num_outliers: int = 120,
+    num_test: int = 30,
+) -> WorldSummary | None:
+    """The summary of a finished `write_world` run in `out_dir` with exactly these arguments
+    (same generator version, every file present), else None: lets a caller skip rewriting.
+    Its timings are 0 (the manifest holds no timings, so that it too is byte-identical)."""
+    root = Path(out_dir)
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = {"complete": True, "version": GENERATOR_VERSION, "seed": seed, "size": list(size),
+              "counts": _counts(num_train, num_val, num_outliers, num_test)}  # fmt: skip
+    if not isinstance(manifest, dict) or any(manifest.get(k) != v for k, v in wanted.items()):
+        return None
+    if not all((root / name).is_file() for name in manifest["files"]):
+        return None
+    return _summary(root, manifest, 0.0, 0.0)
