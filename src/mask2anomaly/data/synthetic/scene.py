@@ -147,9 +147,7 @@ def _add_road_users(rng: np.random.Generator, placer: _Placer, street: Street, n
             x = rng.uniform(-half, half)
         z, height = rng.uniform(near + 1, 45), rng.uniform(1.55, 1.95)
         parts = person_parts(rng, LABEL_ID["person"], placer.new_instance())
-        for part in parts:  # people vary in height: scale about the feet
-            part.polygons = [p * (height / 1.75) for p in part.polygons]
-        placer.upright(parts, x, z)
+        placer.upright(scale_parts(parts, height / 1.75), x, z)  # scaled about the feet
     for _ in range(rng.integers(1, 4)):
         kind = "bicycle" if rng.random() < 0.55 else "motorcycle"
         riding = rng.random() < 0.75
@@ -165,8 +163,11 @@ def _add_road_users(rng: np.random.Generator, placer: _Placer, street: Street, n
         placer.upright(parts, x, z, flip=flip)
 
 
-def _add_anomalies(rng: np.random.Generator, placer: _Placer, street: Street, kind: str,
-                   near: float) -> None:  # fmt: skip
+def _add_anomalies(
+    rng: np.random.Generator, placer: _Placer, street: Street, kind: str, near: float
+) -> None:
+    """1-3 small obstacles on the road ("obstacle") or 1-2 large anomalies anywhere near the
+    road ("anywhere"), from the test-only families."""
     half = street.road_width / 2
     count = rng.integers(1, 4) if kind == "obstacle" else rng.integers(1, 3)
     for k in range(1, count + 1):
