@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-from PIL import Image
 
 from ..config import IGNORE_INDEX
 from ..errors import UserError
+from .io import read_label_map, read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +151,12 @@ class Benchmark:
 
     def load_image(self, index: int) -> np.ndarray:
         """uint8 [H, W, 3] RGB."""
-        return _read_rgb(self.frames[index].image_path)
+        return read_rgb(self.frames[index].image_path)
 
     def load_label(self, index: int) -> np.ndarray:
         """uint8 [H, W]: 0 inlier, 1 anomaly, 255 void (unmapped source values counted)."""
         frame = self.frames[index]
-        raw = _read_array(frame.label_path)
+        raw = read_label_map(frame.label_path)
         if raw.ndim != 2:
             raise UserError(f"{frame.label_path}: label must have one channel, got {raw.shape}")
         if raw.dtype == np.uint8:
@@ -174,22 +174,6 @@ class Benchmark:
                 unmapped,
             )
         return label.astype(np.uint8)
-
-
-def _read_array(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image)
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path}: cannot read image ({error})") from None
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path}: cannot read image ({error})") from None
 
 
 def _paired(
@@ -326,7 +310,7 @@ class FishyscapesStatic(FishyscapesLostAndFound):
 
     def load_image(self, index: int) -> np.ndarray:
         frame = self.frames[index]
-        base = _read_rgb(frame.image_path).astype(np.int64)
+        base = read_rgb(frame.image_path).astype(np.int64)
         try:
             overlay = np.load(frame.overlay_path)["rgb"].astype(np.int64)
         except (OSError, KeyError, ValueError) as error:
@@ -436,7 +420,7 @@ class CityscapesVal(Benchmark):
         path = self.frames[index].label_path
         if not path.name.endswith("_labelTrainIds.png"):
             return super().load_label(index)
-        raw = _read_array(path)
+        raw = read_label_map(path)
         if raw.ndim != 2 or raw.dtype != np.uint8:
             raise UserError(f"{path}: trainIds label must be one 8-bit channel, got {raw.shape}")
         return self.TRAIN_ID_TABLE[raw]

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from ..config import IGNORE_INDEX
 from ..errors import UserError
+from .io import read_label_map, read_rgb
 from .transforms import LabeledImage
 from .types import Target
 
@@ -35,27 +35,6 @@ LABEL_ID_TO_TRAIN_ID = {
 }  # fmt: skip
 
 Transform = Callable[[LabeledImage, np.random.Generator], LabeledImage]
-
-
-def _read_image(path: Path) -> np.ndarray:
-    """[H, W, 3] uint8 RGB, or UserError naming the file."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as error:
-        raise UserError(f"{path}: cannot read image ({error})") from None
-
-
-def _read_label(path: Path) -> np.ndarray:
-    """[H, W] int64 values of a single-channel label PNG, or UserError naming the file."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if len(image.getbands()) != 1:
-                raise UserError(f"{path}: label must be single-channel, got mode {image.mode}")
-            return np.asarray(image).astype(np.int64)
-    except (OSError, ValueError, SyntaxError) as error:
-        raise UserError(f"{path}: cannot read label ({error})") from None
 
 
 def _label_id_table() -> np.ndarray:
@@ -142,7 +121,7 @@ class CityscapesSemantic(Dataset):
     def read_label(self, index: int) -> np.ndarray:
         """[H, W] uint8 train ids of item `index` (labelIds converted), validated."""
         path = self.label_paths[index]
-        values = _read_label(path)
+        values = read_label_map(path).astype(np.int64)
         is_label_ids = path.name.endswith(LABEL_ID_SUFFIX)
         valid = range(MAX_LABEL_ID + 1) if is_label_ids else range(NUM_CLASSES)
         allowed = {*valid, IGNORE_INDEX}
@@ -160,7 +139,7 @@ class CityscapesSemantic(Dataset):
 
     def read(self, index: int) -> LabeledImage:
         """Image and train-id label of item `index` before augmentation, checked for size."""
-        image = _read_image(self.image_paths[index])
+        image = read_rgb(self.image_paths[index])
         label = self.read_label(index)
         if image.shape[:2] != label.shape:
             raise UserError(

@@ -29,6 +29,7 @@ from ..errors import UserError
 from ..fileio import atomic_path
 from .cityscapes import OUTLIER_LABEL
 from .coco import CocoImage, check_segmentations, read_coco_images, union_mask
+from .io import read_label_map, read_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class OutlierPool:
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(image [H, W, 3] uint8 RGB, outlier mask [H, W] bool) of entry `index`."""
         entry = self.entries[index]
-        image = _read_rgb(entry.image_path)
+        image = read_rgb(entry.image_path)
         if entry.mask_path is not None:
             mask = _read_premade_mask(entry.mask_path)
             expected, owner = mask.shape, entry.mask_path
@@ -180,24 +181,9 @@ def select_images(images: list[CocoImage], excluded: set[int], min_size: int) ->
     ]
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as error:
-        raise UserError(f"{path}: cannot read image ({error})") from None
-
-
 def _read_premade_mask(path: Path) -> np.ndarray:
     """[H, W] bool: pixels of value 254 in a single-channel PNG."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if len(image.getbands()) != 1:
-                raise UserError(f"{path}: outlier mask must be single-channel, got {image.mode}")
-            mask = np.asarray(image) == OUTLIER_LABEL
-    except (OSError, ValueError, SyntaxError) as error:
-        raise UserError(f"{path}: cannot read outlier mask ({error})") from None
+    mask = read_label_map(path, "outlier mask") == OUTLIER_LABEL
     if not mask.any():
         raise UserError(f"{path}: outlier mask has no pixel of value {OUTLIER_LABEL}")
     return mask
