@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import UserError
-from . import convert, evaluate, export, outliers, predict, synth, train
+from . import convert, demo, evaluate, export, outliers, predict, synth, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mask2anomaly {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (convert, evaluate, train, outliers, synth, predict, export):
+    for module in (demo, convert, evaluate, train, outliers, synth, predict, export):
         module.register(subparsers)
     return parser
 
