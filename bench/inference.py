@@ -97,8 +97,9 @@ def stacked_reference(value, shapes, locations, weights):
     for level, (v, (h, w)) in enumerate(zip(value.split([h * w for h, w in shapes], 1), shapes)):
         v = v.flatten(2).transpose(1, 2).reshape(batch * heads, dim, h, w)
         grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        samples.append(F.grid_sample(v, grid, mode="bilinear", padding_mode="zeros",
-                                     align_corners=False))  # fmt: skip
+        samples.append(
+            F.grid_sample(v, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        )
     weights = weights.transpose(1, 2).reshape(batch * heads, 1, queries, levels * points)
     out = (torch.stack(samples, dim=-2).flatten(-2) * weights).sum(-1)
     return out.view(batch, heads * dim, queries).transpose(1, 2)
@@ -119,8 +120,9 @@ def worker_deformable(implementation: str, device: torch.device, repeats: int) -
 
 
 def run_worker(args: list[str]) -> dict:
-    result = subprocess.run([sys.executable, __file__, "--worker", *args], check=True,
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, __file__, "--worker", *args], check=True, capture_output=True, text=True
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -143,27 +145,42 @@ def main() -> None:
             result = worker_deformable(rest[0], device, args.repeats)
         print(json.dumps(result))
         return
-    common = ["--device", args.device, "--threads", str(args.threads), "--repeats",
-              str(args.repeats)]  # fmt: skip
-    print(f"mask2anomaly inference benchmark: R-50, batch 1, device {args.device}, "
-          f"{args.threads} threads, best of {args.repeats}\n")  # fmt: skip
+    common = [
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+        "--repeats",
+        str(args.repeats),
+    ]
+    print(
+        f"mask2anomaly inference benchmark: R-50, batch 1, device {args.device}, "
+        f"{args.threads} threads, best of {args.repeats}\n"
+    )
     print("| input | flip averaging | s / image | peak extra memory (MiB) |")
     print("|---|---|---|---|")
     for size in args.sizes.split(","):
         for flip in ("plain", "flip"):
             r = run_worker(["predictor", size, flip, *common])
-            print(f"| {size} | {'on' if flip == 'flip' else 'off'} | {r['seconds']:.2f} | "
-                  f"{r['peak_bytes'] / MIB:.0f} |", flush=True)  # fmt: skip
+            print(
+                f"| {size} | {'on' if flip == 'flip' else 'off'} | {r['seconds']:.2f} | "
+                f"{r['peak_bytes'] / MIB:.0f} |",
+                flush=True,
+            )
     ours = run_worker(["deformable", "ours", *common])
     reference = run_worker(["deformable", "stacked", *common])
-    print("\nOne deformable attention call at 1024x2048 (43,008 queries, 8 heads, 3 levels, "
-          "4 points):\n")  # fmt: skip
+    print(
+        "\nOne deformable attention call at 1024x2048 (43,008 queries, 8 heads, 3 levels, "
+        "4 points):\n"
+    )
     print("| implementation | s | peak extra memory (MiB) | memory vs stacked | time vs stacked |")
     print("|---|---|---|---|---|")
     for name, r in (("ours (chunked, level by level)", ours), ("stacked reference", reference)):
-        print(f"| {name} | {r['seconds']:.3f} | {r['peak_bytes'] / MIB:.0f} | "
-              f"{r['peak_bytes'] / reference['peak_bytes']:.2f} | "
-              f"{r['seconds'] / reference['seconds']:.2f} |")  # fmt: skip
+        print(
+            f"| {name} | {r['seconds']:.3f} | {r['peak_bytes'] / MIB:.0f} | "
+            f"{r['peak_bytes'] / reference['peak_bytes']:.2f} | "
+            f"{r['seconds'] / reference['seconds']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

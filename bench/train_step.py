@@ -27,8 +27,13 @@ from mask2anomaly.model import build_model  # noqa: E402
 from mask2anomaly.optim import build_optimizer, clip_grad_norm_full_model  # noqa: E402
 
 
-def synthetic_batch(crop: tuple[int, int], batch: int, num_classes: int, device: torch.device,
-                    generator: torch.Generator) -> tuple[list[torch.Tensor], list[Target]]:  # fmt: skip
+def synthetic_batch(
+    crop: tuple[int, int],
+    batch: int,
+    num_classes: int,
+    device: torch.device,
+    generator: torch.Generator,
+) -> tuple[list[torch.Tensor], list[Target]]:
     """Random images and semantic targets: 10 classes per image as horizontal bands."""
     images, targets = [], []
     h, w = crop
@@ -41,8 +46,9 @@ def synthetic_batch(crop: tuple[int, int], batch: int, num_classes: int, device:
     return images, targets
 
 
-def measure(config: str, device: torch.device, repeats: int, crop: tuple[int, int],
-            batch: int) -> dict[str, float]:  # fmt: skip
+def measure(
+    config: str, device: torch.device, repeats: int, crop: tuple[int, int], batch: int
+) -> dict[str, float]:
     cfg = load_config(config)
     torch.manual_seed(0)
     model = build_model(cfg.model).to(device).train()
@@ -88,8 +94,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     crop = tuple(int(v) for v in args.crop.split("x"))
-    print(f"training step, batch {args.batch}, crop {args.crop}, device {args.device}, "
-          f"{args.threads} threads, best of {args.repeats}\n")  # fmt: skip
+    print(
+        f"training step, batch {args.batch}, crop {args.crop}, device {args.device}, "
+        f"{args.threads} threads, best of {args.repeats}\n"
+    )
     print("| config | phase | s | x plain forward | peak extra memory (MiB) |")
     print("|---|---|---|---|---|")
     for config in args.configs.split(","):
@@ -98,8 +106,10 @@ def main() -> None:
         step = r["forward_and_losses_s"] + r["backward_s"] + r["optimizer_s"]
         phases = ("inference_forward", "forward_and_losses", "backward", "optimizer")
         for phase in phases:
-            print(f"| {config} | {phase.replace('_', ' ')} | {r[phase + '_s']:.3f} | "
-                  f"{r[phase + '_s'] / reference:.2f} | {r[phase + '_mib']:.0f} |")  # fmt: skip
+            print(
+                f"| {config} | {phase.replace('_', ' ')} | {r[phase + '_s']:.3f} | "
+                f"{r[phase + '_s'] / reference:.2f} | {r[phase + '_mib']:.0f} |"
+            )
         print(f"| {config} | **whole step** | {step:.3f} | {step / reference:.2f} | |", flush=True)
 
 

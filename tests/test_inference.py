@@ -136,14 +136,19 @@ def test_input_formats_and_bad_inputs(confident_model, tiny_config):
 
 def test_refinement_keep_mask_and_precision_options(confident_model, tiny_config):
     image = np.random.default_rng(5).integers(0, 256, size=(90, 200, 3), dtype=np.uint8)
-    predictor = Predictor(confident_model, scoring=tiny_config.scoring,
-                          inference=dataclasses.replace(tiny_config.inference, flip=False))  # fmt: skip
+    predictor = Predictor(
+        confident_model,
+        scoring=tiny_config.scoring,
+        inference=dataclasses.replace(tiny_config.inference, flip=False),
+    )
     p = predictor.predict(image)
     assert set(np.unique(p.refinement_keep)) <= {0.0, 1.0} and (p.refinement_keep == 0).any()
     assert np.allclose(p.anomaly_score, p.anomaly_score_unrefined * p.refinement_keep)
-    bf16 = Predictor(confident_model, scoring=tiny_config.scoring,
-                     inference=dataclasses.replace(tiny_config.inference, flip=False,
-                                                   precision="bf16"))  # fmt: skip
+    bf16 = Predictor(
+        confident_model,
+        scoring=tiny_config.scoring,
+        inference=dataclasses.replace(tiny_config.inference, flip=False, precision="bf16"),
+    )
     q = bf16.predict(image)
     assert q.anomaly_score.dtype == np.float32 and np.isfinite(q.anomaly_score).all()
     assert np.abs(q.anomaly_score_unrefined - p.anomaly_score_unrefined).mean() < 0.1

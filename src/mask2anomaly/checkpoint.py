@@ -25,6 +25,7 @@ from .config import (
     deep_merge,
     parse_override,
 )
+from .distributed import resolve_device
 from .errors import UserError
 from .fileio import atomic_path
 from .model import Mask2Anomaly, build_model
@@ -188,7 +189,7 @@ def load_model(
     cfg = _config_of(data, path, overrides)
     model = build_model(cfg.model)
     _load_exactly(model, _state_dict_of({"model": data["model"]}), path)
-    return model.to(device).eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def _load_exactly(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Any) -> None:

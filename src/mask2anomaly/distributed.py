@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import UserError
+
 
 @dataclass(frozen=True)
 class Context:
@@ -22,8 +24,11 @@ class Context:
         return self.rank == 0
 
 
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """ "auto" -> cuda (this process's GPU under torchrun), else mps, else cpu."""
+def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
+    """ "auto" -> cuda (this process's GPU under torchrun), else mps, else cpu; a named device
+    that this machine lacks is a one-line UserError."""
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         if torch.cuda.is_available():
             name = "cuda"
@@ -31,7 +36,14 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
             name = "mps"
         else:
             name = "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise UserError(f"--device {name}: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name}: MPS is not available")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
     return device

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_overrides
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,14 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("official", help="official weights file (.pth or .pkl)")
     parser.add_argument("out", help="native checkpoint to write (.pt)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="config override (repeatable)",
-    )
+    add_overrides(parser)
     parser.add_argument(
         "--trusted",
         action="store_true",

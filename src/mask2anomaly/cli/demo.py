@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_device, add_no_progress
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -21,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a tiny world and a few iterations (a smoke test, ~2 min)",
     )
     parser.add_argument("--seed", type=int, default=0, help="world and training seed")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device(parser)
+    add_no_progress(parser)
     parser.set_defaults(func=run)
 
 

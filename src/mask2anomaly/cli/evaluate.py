@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..metrics import PROTOCOLS
+from .common import add_device, add_overrides
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -62,15 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "then write metrics.json, metrics.md, PR/ROC curves and worst-frame overlays.",
     )
     evaluate.add_argument("--weights", required=True, help="native checkpoint (.pt)")
-    evaluate.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
-    evaluate.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="config override (repeatable)",
-    )
+    add_device(evaluate)
+    add_overrides(evaluate)
     evaluate.add_argument("--map-format", choices=("npy", "npz"), default="npy")
     _common(evaluate)
     evaluate.set_defaults(func=run_evaluate)
@@ -141,15 +135,14 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from ..distributed import resolve_device
     from ..evaluation import evaluate_semantic, score_dataset, score_maps
     from ..inference import Predictor
 
     if not Path(args.weights).is_file():
         raise UserError(f"{args.weights}: checkpoint not found")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = args.device
-    if world > 1 and device.startswith("cuda") and ":" not in device:
-        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", 0)))
     datasets = _datasets(args)
     predictor = Predictor.from_checkpoint(args.weights, device=device, overrides=args.overrides)
     out = Path(args.out)

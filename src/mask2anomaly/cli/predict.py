@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
+from .common import add_device, add_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,9 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--backend", choices=("torch", "onnxruntime"), default="torch", help="network runtime"
     )
     parser.add_argument("--onnx", help="model exported by `mask2anomaly export` (onnxruntime)")
-    parser.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (torch backend)"
-    )
+    add_device(parser)
     parser.add_argument("--batch-size", type=int, default=1, help="frames predicted together")
     parser.add_argument("--half", action="store_true", help="float16 autocast (GPUs only)")
     parser.add_argument("--no-flip", action="store_true", help="no horizontal-flip averaging")
@@ -38,14 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--threshold", type=float, metavar="T", help="draw contours of anomaly score >= T"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="config override (repeatable), e.g. inference.min_size=512",
-    )
+    add_overrides(parser, "inference.min_size=512")
     parser.set_defaults(func=run)
 
 
@@ -93,26 +85,12 @@ def _predictor(args: argparse.Namespace):
         )
     if not args.weights:
         raise UserError("--weights CKPT is needed (or --backend onnxruntime --onnx MODEL.onnx)")
-    device = _device(args.device, resolve_device)
+    device = resolve_device(args.device)
     cfg = load_checkpoint_config(args.weights, _overrides(args, device.type))
     model = load_model(args.weights, device=device)
     return Predictor(
         model, scoring=cfg.scoring, inference=cfg.inference, batch_size=args.batch_size
     )
-
-
-def _device(name: str, resolve):
-    import torch
-
-    try:
-        device = resolve(name)
-    except RuntimeError as error:
-        raise UserError(f"--device {name}: {error}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {name}: MPS is not available")
-    return device
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_no_progress
+
 
 def _size(text: str) -> tuple[int, int]:
     """ "256x512" -> (256, 512)."""
@@ -50,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--num-test", type=_count, default=30, metavar="N", help="frames per anomaly set"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(parser)
     parser.set_defaults(func=run)
 
 

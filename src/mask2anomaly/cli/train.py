@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_device, add_no_progress, add_overrides
+
 
 def _common(parser: argparse.ArgumentParser, default_config: str) -> None:
     parser.add_argument(
@@ -20,16 +22,9 @@ def _common(parser: argparse.ArgumentParser, default_config: str) -> None:
     parser.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--seed", type=int, help="sets train.seed")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="config override (repeatable)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device(parser)
+    add_overrides(parser)
+    add_no_progress(parser)
     parser.add_argument(
         "--check-replicas",
         action="store_true",

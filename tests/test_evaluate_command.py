@@ -1,0 +1,59 @@
+"""`mask2anomaly evaluate` with a real (tiny) checkpoint on a small synthetic world."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from mask2anomaly.checkpoint import save_checkpoint
+from mask2anomaly.cli import main
+from mask2anomaly.config import load_config
+from mask2anomaly.data.benchmarks import load_benchmark
+from mask2anomaly.data.synthetic import write_world
+from mask2anomaly.evaluation import load_map
+from mask2anomaly.inference import Predictor
+from mask2anomaly.model import build_model
+
+
+def test_evaluate_stores_the_predictor_maps_and_scores_them(tmp_path, capsys):
+    world = tmp_path / "world"
+    write_world(world, num_train=1, num_val=2, num_outliers=1, num_test=2)
+    cfg = load_config("tiny")
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    save_checkpoint(tmp_path / "tiny.pt", model, cfg)
+    out = tmp_path / "eval"
+    args = [
+        "evaluate",
+        "--weights",
+        str(tmp_path / "tiny.pt"),
+        "--device",
+        "cpu",
+        "--dataset",
+        "road-anomaly-21",
+        "cityscapes",
+        "--root",
+        str(world / "dataset_AnomalyTrack"),
+        str(world / "cityscapes"),
+        "--out",
+        str(out),
+        "--set",
+        "inference.flip=False",
+    ]
+    assert main(args) == 0
+    results = json.loads((out / "metrics.json").read_text())["results"]
+    assert [r["dataset"] for r in results] == ["road-anomaly-21", "cityscapes"]
+    assert 0 <= results[0]["pixel"]["smiyc"]["auprc"] <= 1 and "miou" in results[1]["semantic"]
+    dataset = load_benchmark("road-anomaly-21", world / "dataset_AnomalyTrack")
+    predictor = Predictor(
+        model,
+        scoring=cfg.scoring,
+        inference=load_config("tiny", ["inference.flip=False"]).inference,
+    )
+    frame = dataset.frames[0]
+    stored = load_map(next((out / "maps" / "road-anomaly-21").glob(f"{frame.frame_id}.*")))
+    expected = predictor.predict(dataset.load_image(0)).anomaly_score.astype(np.float16)
+    assert np.array_equal(stored, expected)
+    assert "road-anomaly-21" in capsys.readouterr().out
