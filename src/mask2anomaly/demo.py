@@ -76,7 +76,7 @@ ROWS = (
 )
 
 
-def _world(out: Path, plan: DemoPlan, seed: int, progress: bool) -> Path:
+def prepare_world(out: Path, plan: DemoPlan, seed: int, progress: bool) -> Path:
     world = out / "world"
     marker = world / "complete.json"
     expected = dataclasses.asdict(plan) | {"seed": seed}
@@ -97,7 +97,7 @@ def _world(out: Path, plan: DemoPlan, seed: int, progress: bool) -> Path:
     return world
 
 
-def _stage(
+def train_stage(
     out: Path,
     name: str,
     overrides: tuple[str, ...],
@@ -153,23 +153,23 @@ def _evaluate(out: Path, world: Path, device: str) -> list[dict[str, Any]]:
         for name, folder in TEST_SETS:
             row[name] = score_dataset(
                 load_benchmark(name, world / folder),
-                partial(_anomaly, predictor),
+                partial(anomaly_map, predictor),
                 out / "eval" / f"{stage}-{refinement}",
                 protocols=("smiyc",),
             )
         if stage not in miou:
-            result = evaluate_semantic(val, partial(_semantic, predictor))
+            result = evaluate_semantic(val, partial(semantic_map, predictor))
             miou[stage] = result["semantic"]["miou"]
         row["miou"] = miou[stage]
         rows.append(row)
     return rows
 
 
-def _anomaly(predictor: Predictor, image: np.ndarray) -> np.ndarray:
+def anomaly_map(predictor: Predictor, image: np.ndarray) -> np.ndarray:
     return predictor.predict(image).anomaly_score
 
 
-def _semantic(predictor: Predictor, image: np.ndarray) -> np.ndarray:
+def semantic_map(predictor: Predictor, image: np.ndarray) -> np.ndarray:
     return predictor.predict(image).semantic
 
 
@@ -192,9 +192,9 @@ def run_demo(
     out = Path(out)
     plan = PLANS["quick" if quick else "default"]
     started = time.perf_counter()
-    world = _world(out, plan, seed, progress)
+    world = prepare_world(out, plan, seed, progress)
     data = world / "cityscapes"
-    stage1 = _stage(
+    stage1 = train_stage(
         out,
         "stage1",
         plan.stage1,
@@ -205,7 +205,7 @@ def run_demo(
         device=device,
         progress=progress,
     )
-    _stage(
+    train_stage(
         out,
         "stage2",
         plan.stage2,
