@@ -15,7 +15,6 @@ Rows of the result table (paper Table 2's progression):
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from functools import partial
 from pathlib import Path
@@ -26,9 +25,8 @@ from tqdm import tqdm
 
 from . import distributed
 from .data.benchmarks import load_benchmark
-from .data.synthetic import write_world
+from .data.synthetic import count_images, existing_world, write_world
 from .evaluation import evaluate_semantic, score_dataset
-from .fileio import write_text_atomic
 from .inference import Predictor
 from .training import build_trainer, outlier_parts, resolve_run
 
@@ -77,23 +75,18 @@ ROWS = (
 
 
 def prepare_world(out: Path, plan: DemoPlan, seed: int, progress: bool) -> Path:
+    """The demo's synthetic world in out/world, written unless a finished one is there."""
     world = out / "world"
-    marker = world / "complete.json"
-    expected = dataclasses.asdict(plan) | {"seed": seed}
-    if marker.is_file() and json.loads(marker.read_text()) == json.loads(json.dumps(expected)):
+    sizes = {
+        "num_train": plan.num_train,
+        "num_val": plan.num_val,
+        "num_outliers": plan.num_outliers,
+        "num_test": plan.num_test,
+    }
+    if existing_world(world, seed=seed, **sizes) is not None:
         return world
-    total = plan.num_train + plan.num_val + plan.num_outliers + 3 * plan.num_test
-    with tqdm(total=total, desc="world", unit="img", disable=not progress) as bar:
-        write_world(
-            world,
-            seed=seed,
-            num_train=plan.num_train,
-            num_val=plan.num_val,
-            num_outliers=plan.num_outliers,
-            num_test=plan.num_test,
-            progress=bar.update,
-        )
-    write_text_atomic(marker, json.dumps(expected))
+    with tqdm(total=count_images(**sizes), desc="world", unit="img", disable=not progress) as bar:
+        write_world(world, seed=seed, progress=bar.update, **sizes)
     return world
 
 
