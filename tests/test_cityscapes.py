@@ -124,6 +124,27 @@ def test_transforms_are_reproducible_from_the_seed(root: Path) -> None:
     assert image_a.shape[2] <= 20
 
 
+
+def test_cached_items_equal_fresh_reads_and_survive_in_place_edits(root: Path) -> None:
+    transform = TrainTransform(min_sizes=(16, 24, 32), max_size=100, crop_size=(12, 20))
+    plain = CityscapesSemantic(root, "train", transform)
+    cached = CityscapesSemantic(root, "train", transform, cache=True)
+    cached.read(1)  # fills the cache
+    first = cached.read(1)
+    first.image[:] = 0  # a transform writing into what it got must not reach the cache
+    first.label[:] = 7
+    (root / "leftImg8bit").rename(root / "moved")  # later reads must come from memory
+    again = cached.read(1)
+    assert again.image.any() and (again.label != 7).any()
+    (root / "moved").rename(root / "leftImg8bit")
+    assert np.array_equal(again.image, plain.read(1).image)
+    assert np.array_equal(again.label, plain.read(1).label)
+    for key in ((0, 5), (1, 9)):
+        image_a, target_a = plain[key]
+        image_b, target_b = cached[key]
+        assert torch.equal(image_a, image_b) and torch.equal(target_a.masks, target_b.masks)
+
+
 def one_line_error(callable_, match: str) -> str:
     with pytest.raises(UserError) as info:
         callable_()

@@ -62,6 +62,8 @@ def test_overrides_are_type_checked():
     assert cfg.model.decoder.cross_attention == "masked"
     assert cfg.data.crop_size == (64, 128) and cfg.inference.flip is False
     assert load_config(None, ["train.lr=1"]).train.lr == 1.0  # int is a valid float
+    for word, value in (("false", False), ("TRUE", True), ("True", True), (" false ", False)):
+        assert load_config(None, [f"inference.flip={word}"]).inference.flip is value  # YAML
     for bad, message in [
         ("train.max_iters=1.5", "expected an integer"),
         ("inference.flip=1", "expected true/false"),

@@ -112,12 +112,45 @@ def test_tiny_dynamic_export_fits_several_sizes(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("dynamic", [False, True])
 def test_r50_export_equals_pytorch(tmp_path, dynamic):
-    """Random R50 weights at 128x256 (observed: class 2e-6, mask 7e-6). At 256x512 the same
-    export differed by up to 2.8e-4 (class) and 7.8e-4 (mask logits): not yet explained."""
+    """Random R50 weights, the official global masked attention, at 128x256
+    (observed: class 2e-6, mask 7e-6)."""
     torch.manual_seed(0)
     cfg = load_config("cityscapes_r50")
     model = build_model(cfg.model).eval()
     export_onnx(model, cfg, tmp_path / "r50.onnx", height=128, width=256, dynamic=dynamic)
     network = OnnxNetwork(tmp_path / "r50.onnx")
     differences = onnx_max_differences(model, network, _images(1, 128, 256))
+    assert max(differences.values()) <= TOLERANCE, differences
+
+
+def _max_output_change(model, images: torch.Tensor, relative: float) -> float:
+    """Largest change of the final logits when the input is scaled by (1 + relative)."""
+    with torch.no_grad():
+        a, b = model(images), model(images * (1 + relative))
+    return max(
+        float((a.class_logits - b.class_logits).abs().max()),
+        float((a.mask_logits - b.mask_logits).abs().max()),
+    )
+
+
+@pytest.mark.slow
+def test_r50_export_at_256x512_equals_pytorch_where_the_network_is_continuous(tmp_path):
+    """At 256x512 the masked attention's hard cut (sigmoid < 0.5) makes the network itself
+    discontinuous: with random R50 weights, a 1e-6 relative change of the input moves PyTorch's
+    own final logits by ~1e-4 (some attention-mask pixel flips; every earlier prediction moves
+    by < 1e-5), so no second runtime can promise 1e-4 there. Everything else in the graph (the
+    backbone, the deformable pixel decoder, the query decoder) is checked at this size with the
+    cut removed (cross_attention=cross): within 1e-4 of PyTorch."""
+    images = _images(1, 256, 512)
+    torch.manual_seed(0)
+    cfg = load_config("cityscapes_r50")
+    model = build_model(cfg.model).eval()
+    assert _max_output_change(model, images, 1e-6) > TOLERANCE / 2  # the reason (see above)
+
+    cfg = load_config("cityscapes_r50", ["model.decoder.cross_attention=cross"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    assert _max_output_change(model, images, 1e-6) < 1e-5  # continuous without the cut
+    export_onnx(model, cfg, tmp_path / "r50.onnx", height=256, width=512)
+    differences = onnx_max_differences(model, OnnxNetwork(tmp_path / "r50.onnx"), images)
     assert max(differences.values()) <= TOLERANCE, differences

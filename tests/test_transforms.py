@@ -155,6 +155,18 @@ def test_rgb_hsv_conversion_matches_colorsys() -> None:
     assert np.abs(back.astype(int) - image.astype(int)).max() <= 6
 
 
+
+def test_hsv_to_rgb_matches_colorsys_on_every_hue() -> None:
+    rng = np.random.default_rng(1)
+    hsv = np.stack(
+        [np.arange(180), rng.integers(0, 256, 180), rng.integers(0, 256, 180)], axis=-1
+    ).astype(np.uint8)[None]
+    rgb = hsv_to_rgb(hsv)[0]
+    for (h, s, v), got in zip(hsv[0], rgb):
+        expected = colorsys.hsv_to_rgb(h / 180, s / 255, v / 255)
+        assert np.abs(got - np.array(expected) * 255).max() <= 0.5 + 1e-6, (h, s, v)
+
+
 def test_colour_adjustments_on_hand_worked_pixels() -> None:
     image = np.array([[[10, 100, 250], [0, 0, 0]]], dtype=np.uint8)
     assert adjust_brightness(image, 10.7).tolist() == [[[20, 110, 255], [10, 10, 10]]]

@@ -149,6 +149,9 @@ class DataConfig:
     color_jitter: bool = True
     flip: bool = True
     num_workers: int = 4
+    # Keep decoded training images and labels in memory (one copy per loader worker): skips
+    # PNG decoding after the first epoch; for small datasets (the demo), not full Cityscapes.
+    cache_images: bool = False
 
 
 @dataclass(frozen=True)
@@ -283,15 +286,23 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+YAML_WORDS = {"true": True, "false": False, "null": None, "~": None}
+
+
 def parse_override(text: str) -> dict[str, Any]:
-    """`"train.lr=1e-5"` -> `{"train": {"lr": 1e-5}}` (values parsed with ast.literal_eval)."""
+    """`"train.lr=1e-5"` -> `{"train": {"lr": 1e-5}}` (values parsed with ast.literal_eval;
+    YAML's true / false / null spellings are accepted too)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     dotted, raw = text.split("=", 1)
-    try:
-        value = ast.literal_eval(raw.strip())
-    except (ValueError, SyntaxError):
-        value = raw.strip()  # bare words such as `masked` are strings
+    word = raw.strip().lower()
+    if word in YAML_WORDS:
+        value = YAML_WORDS[word]
+    else:
+        try:
+            value = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            value = raw.strip()  # bare words such as `masked` are strings
     nested: dict[str, Any] = value
     for part in reversed(dotted.strip().split(".")):
         nested = {part: nested}

@@ -412,7 +412,11 @@ def build_trainer(
     distributed.barrier()
     outliers = cfg.outlier.enabled
     train_set = CityscapesSemantic(
-        data_root, "train", train_transform(cfg, anomaly_mix), outliers=outliers
+        data_root,
+        "train",
+        train_transform(cfg, anomaly_mix),
+        outliers=outliers,
+        cache=cfg.data.cache_images,
     )
     has_val = (Path(data_root) / "leftImg8bit" / "val").is_dir()
     val_set = load_benchmark("cityscapes", data_root, split="val") if has_val else None

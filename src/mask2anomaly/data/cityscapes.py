@@ -85,11 +85,14 @@ class CityscapesSemantic(Dataset):
         transforms: Transform | None = None,
         *,
         outliers: bool = False,
+        cache: bool = False,
     ) -> None:
         self.root = Path(root)
         self.split = split
         self.transforms = transforms
         self.outliers = outliers
+        # decoded, validated items, kept per process (each loader worker fills its own)
+        self._cache: dict[int, LabeledImage] | None = {} if cache else None
         self.image_paths = self._find_images()
         self.label_paths = [self._find_label(path) for path in self.image_paths]
         self._label_id_table = _label_id_table()
@@ -121,13 +124,17 @@ class CityscapesSemantic(Dataset):
     def read_label(self, index: int) -> np.ndarray:
         """[H, W] uint8 train ids of item `index` (labelIds converted), validated."""
         path = self.label_paths[index]
-        values = read_label_map(path).astype(np.int64)
+        values = read_label_map(path)
+        if values.dtype.kind not in "ui":
+            raise UserError(f"{path}: label map of {values.dtype} values, expected integers")
+        if values.dtype.kind == "i" and values.size and values.min() < 0:
+            raise UserError(f"{path}: negative label values")
         is_label_ids = path.name.endswith(LABEL_ID_SUFFIX)
         valid = range(MAX_LABEL_ID + 1) if is_label_ids else range(NUM_CLASSES)
         allowed = {*valid, IGNORE_INDEX}
         if self.outliers:
             allowed.add(OUTLIER_LABEL)
-        present = np.unique(values)
+        present = np.flatnonzero(np.bincount(values.ravel()))  # O(pixels), sorted
         bad = [int(v) for v in present if int(v) not in allowed]
         if bad:
             expected = f"0..{valid[-1]} and 255" + (" (labelIds)" if is_label_ids else "")
@@ -138,7 +145,11 @@ class CityscapesSemantic(Dataset):
         return values.astype(np.uint8)
 
     def read(self, index: int) -> LabeledImage:
-        """Image and train-id label of item `index` before augmentation, checked for size."""
+        """Image and train-id label of item `index` before augmentation, checked for size
+        (from the in-memory cache when enabled: a copy, so augmentations may write to it)."""
+        if self._cache is not None and index in self._cache:
+            cached = self._cache[index]
+            return LabeledImage(cached.image.copy(), cached.label.copy())
         image = read_rgb(self.image_paths[index])
         label = self.read_label(index)
         if image.shape[:2] != label.shape:
@@ -146,6 +157,8 @@ class CityscapesSemantic(Dataset):
                 f"{self.label_paths[index]}: label size {label.shape[1]}x{label.shape[0]} does not"
                 f" match image size {image.shape[1]}x{image.shape[0]}"
             )
+        if self._cache is not None:
+            self._cache[index] = LabeledImage(image.copy(), label.copy())
         return LabeledImage(image, label)
 
     def load(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, Target]:

@@ -127,21 +127,21 @@ def rgb_to_hsv(image: np.ndarray) -> np.ndarray:
     return hsv.astype(np.uint8)
 
 
+# Per hue sector, which of (v, t, p, q) gives R, G and B.
+_SECTOR_SOURCES = np.array([(0, 1, 2), (3, 0, 2), (2, 0, 1), (2, 3, 0), (1, 2, 0), (0, 2, 3)])
+
+
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
     """Inverse of `rgb_to_hsv`: uint8 HSV (H 0..179) -> [H, W, 3] uint8 RGB."""
     h = hsv[..., 0].astype(np.float64) * 6 / HUE_RANGE
     s = hsv[..., 1].astype(np.float64) / 255
     v = hsv[..., 2].astype(np.float64) / 255
-    sector = np.floor(h).astype(np.int64) % 6
-    f = h - np.floor(h)
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
-    rgb = np.zeros(hsv.shape, dtype=np.float64)
-    for index, channels in enumerate(choices):
-        where = sector == index
-        for c in range(3):
-            rgb[..., c][where] = channels[c][where]
-    return np.clip(np.floor(rgb * 255 + 0.5), 0, 255).astype(np.uint8)
+    floor = np.floor(h)
+    f = h - floor
+    sector = floor.astype(np.intp) % 6
+    candidates = np.stack([v, v * (1 - s * (1 - f)), v * (1 - s), v * (1 - s * f)])  # v t p q
+    rgb = np.take_along_axis(candidates, np.moveaxis(_SECTOR_SOURCES[sector], -1, 0), axis=0)
+    return np.clip(np.floor(np.moveaxis(rgb, 0, -1) * 255 + 0.5), 0, 255).astype(np.uint8)
 
 
 def adjust_brightness(image: np.ndarray, delta: float) -> np.ndarray:
