@@ -124,7 +124,6 @@ def test_transforms_are_reproducible_from_the_seed(root: Path) -> None:
     assert image_a.shape[2] <= 20
 
 
-
 def test_cached_items_equal_fresh_reads_and_survive_in_place_edits(root: Path) -> None:
     transform = TrainTransform(min_sizes=(16, 24, 32), max_size=100, crop_size=(12, 20))
     plain = CityscapesSemantic(root, "train", transform)

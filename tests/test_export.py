@@ -136,17 +136,13 @@ def _max_output_change(model, images: torch.Tensor, relative: float) -> float:
 @pytest.mark.slow
 def test_r50_export_at_256x512_equals_pytorch_where_the_network_is_continuous(tmp_path):
     """At 256x512 the masked attention's hard cut (sigmoid < 0.5) makes the network itself
-    discontinuous: with random R50 weights, a 1e-6 relative change of the input moves PyTorch's
-    own final logits by ~1e-4 (some attention-mask pixel flips; every earlier prediction moves
-    by < 1e-5), so no second runtime can promise 1e-4 there. Everything else in the graph (the
-    backbone, the deformable pixel decoder, the query decoder) is checked at this size with the
-    cut removed (cross_attention=cross): within 1e-4 of PyTorch."""
+    discontinuous: with random R50 weights, a 1e-6 relative change of the input moved PyTorch's
+    own final logits by 1.5e-4 (1 thread; some attention-mask pixel flips, every earlier
+    prediction moved by < 1e-5; with 2 threads that input happened to stay clear of the cut),
+    so no second runtime can promise 1e-4 there. Everything else in the graph (the backbone,
+    the deformable pixel decoder, the query decoder) is checked at this size with the cut
+    removed (cross_attention=cross): within 1e-4 of PyTorch."""
     images = _images(1, 256, 512)
-    torch.manual_seed(0)
-    cfg = load_config("cityscapes_r50")
-    model = build_model(cfg.model).eval()
-    assert _max_output_change(model, images, 1e-6) > TOLERANCE / 2  # the reason (see above)
-
     cfg = load_config("cityscapes_r50", ["model.decoder.cross_attention=cross"])
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()

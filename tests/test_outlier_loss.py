@@ -70,6 +70,15 @@ def test_margin_clamp_and_margin_value() -> None:
     )
 
 
+def test_score_margin_variant_works_on_the_anomaly_score() -> None:
+    # a = 1 + l_N: inliers (0, 0), (1, 0), void (1, 1) -> 0.625, 0.25, 1; outlier (0, 1) -> 0.4375
+    loss = OutlierLoss(kind="score_margin", margin=0.75)(output(), [target()])["loss_outlier"]
+    inlier = (0.625**2 + 0.25**2 + 1.0**2) / 3
+    check(loss, 0.5 * (inlier + (0.75 - 0.4375) ** 2))
+    clamped = OutlierLoss(kind="score_margin", margin=0.4)(output(), [target()])["loss_outlier"]
+    check(clamped, 0.5 * inlier)  # a = 0.4375 already above the margin
+
+
 def test_bce_variant() -> None:
     loss = OutlierLoss(kind="bce")(output(), [target()])["loss_outlier"]
     # BCE-with-logits(x, 0) = softplus(x); BCE-with-logits(x, 1) = softplus(-x).
@@ -153,7 +162,7 @@ def test_gradients_reach_class_and_mask_logits_of_every_prediction() -> None:
     outlier[:8, :8] = True
     empty = torch.zeros(0, 32, 32, dtype=torch.bool)
     targets = [Target(torch.zeros(0, dtype=torch.int64), empty, outlier)] * 2
-    for kind in ("margin", "bce"):
+    for kind in ("margin", "bce", "score_margin"):
         out = ModelOutput(tensors[1], masks[1], ((tensors[0], masks[0]),))
         losses = OutlierLoss(kind=kind)(out, targets)
         torch.stack(list(losses.values())).sum().backward()

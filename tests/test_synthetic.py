@@ -50,7 +50,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def test_same_seed_gives_identical_bytes_and_other_seeds_differ(world, tmp_path):
-    write_world(tmp_path / "again", seed=3, size=SIZE, **COUNTS)
+    write_world(tmp_path / "again", seed=3, size=SIZE, workers=2, **COUNTS)  # in 2 processes
     write_world(tmp_path / "other", seed=4, size=SIZE, **COUNTS)
     first, again, other = _files(world), _files(tmp_path / "again"), _files(tmp_path / "other")
     assert first == again
@@ -280,6 +280,8 @@ def test_synth_command_writes_and_summarises(tmp_path, capsys):
         "1",
         "--no-progress",
     ]
+    with pytest.raises(SystemExit):
+        main([*args, "--workers", "0"])
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "images/s" in out and str(tmp_path) in out

@@ -155,7 +155,6 @@ def test_rgb_hsv_conversion_matches_colorsys() -> None:
     assert np.abs(back.astype(int) - image.astype(int)).max() <= 6
 
 
-
 def test_hsv_to_rgb_matches_colorsys_on_every_hue() -> None:
     rng = np.random.default_rng(1)
     hsv = np.stack(

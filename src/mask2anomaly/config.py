@@ -108,7 +108,9 @@ class LossConfig:
 @dataclass(frozen=True)
 class OutlierConfig:
     enabled: bool = False  # official OOD_FINETUNE
-    loss: Literal["margin", "bce"] = "margin"
+    # margin: Eq. 8 as the official code computes it; bce: its alternative; score_margin: the
+    # margin on the anomaly score 1 + l_N, as the paper's text describes Eq. 8 (not official).
+    loss: Literal["margin", "bce", "score_margin"] = "margin"
     weight: float = 1.0
     margin: float = 1.0  # official code; the paper states 0.75
     void_as_inlier: bool = True  # official: void pixels count as inliers in the loss

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from . import distributed
 from .data.benchmarks import load_benchmark
 from .data.synthetic import count_images, existing_world, write_world
+from .data.synthetic.writer import default_workers
 from .evaluation import evaluate_semantic, score_dataset
 from .inference import Predictor
 from .training import build_trainer, outlier_parts, resolve_run
@@ -86,7 +87,7 @@ def prepare_world(out: Path, plan: DemoPlan, seed: int, progress: bool) -> Path:
     if existing_world(world, seed=seed, **sizes) is not None:
         return world
     with tqdm(total=count_images(**sizes), desc="world", unit="img", disable=not progress) as bar:
-        write_world(world, seed=seed, progress=bar.update, **sizes)
+        write_world(world, seed=seed, progress=bar.update, workers=default_workers(), **sizes)
     return world
 
 

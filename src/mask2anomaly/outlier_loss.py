@@ -20,7 +20,8 @@ from .matcher import MASK_STRIDE
 from .model.mask2anomaly import ModelOutput
 from .scoring import max_class_score
 
-OutlierLossKind = Literal["margin", "bce"]
+OutlierLossKind = Literal["margin", "bce", "score_margin"]
+OUTLIER_LOSS_KINDS = ("margin", "bce", "score_margin")
 
 
 def score_map_for_image(
@@ -59,7 +60,8 @@ def _pooled_mean(values: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 class OutlierLoss(nn.Module):
-    """Mask contrastive loss (kind "margin", Eq. 8) or its BCE alternative (kind "bce").
+    """Mask contrastive loss (kind "margin", Eq. 8 as coded), its BCE alternative (kind "bce") or
+    the margin on the anomaly score (kind "score_margin").
 
     With l = l_N = -max_k softmax(C)^T sigmoid(M) (`scoring.max_class_score`, Eq. 7):
 
@@ -70,6 +72,11 @@ class OutlierLoss(nn.Module):
       BCE-with-logits(l, 0) + mean over outliers of BCE-with-logits(l, 1)], i.e. sigmoid(l_N) is
       read as the outlier probability (Eq. 17 as printed takes the log of l_N <= 0 and cannot
       be evaluated literally).
+    * score_margin: the margin form on the anomaly score a = 1 + l_N in [0, 1] (Eq. 2 without
+      refinement) instead of on l_N: 0.5 * [mean over inliers of a^2 + mean over outliers of
+      max(0, m - a)^2]. This is what the paper's text asks of Eq. 8 (l_N should reach -1 on
+      inliers and 0 on anomalies, with a margin m between them), which the official form
+      cannot do: there the inlier term is smallest at l_N = 0. Not in the official code.
 
     Means are pooled over all pixels of the batch; the outlier term is added only when the batch
     has at least one outlier pixel. Void pixels count as inliers (official) unless
@@ -93,8 +100,8 @@ class OutlierLoss(nn.Module):
         size_divisibility: int = 32,
     ) -> None:
         super().__init__()
-        if kind not in ("margin", "bce"):
-            raise ValueError(f"outlier loss kind must be 'margin' or 'bce', got {kind!r}")
+        if kind not in OUTLIER_LOSS_KINDS:
+            raise ValueError(f"outlier loss kind must be one of {OUTLIER_LOSS_KINDS}, got {kind!r}")
         self.kind = kind
         self.margin = margin
         self.weight = weight
@@ -168,6 +175,9 @@ class OutlierLoss(nn.Module):
         if self.kind == "margin":
             inlier_term = inlier_l.square()
             outlier_term = (self.margin - outlier_l).clamp(min=0.0).square()
+        elif self.kind == "score_margin":
+            inlier_term = (1 + inlier_l).square()
+            outlier_term = (self.margin - (1 + outlier_l)).clamp(min=0.0).square()
         else:
             inlier_term = F.binary_cross_entropy_with_logits(
                 inlier_l, torch.zeros_like(inlier_l), reduction="none"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..data.synthetic.writer import default_workers
 from .common import add_no_progress
 
 
@@ -22,6 +23,13 @@ def _count(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a count >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a count >= 1, got {value}")
     return value
 
 
@@ -52,6 +60,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--num-test", type=_count, default=30, metavar="N", help="frames per anomaly set"
     )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=default_workers(),
+        metavar="N",
+        help="processes rendering in parallel (default: the CPU count, at most 8); the files "
+        "do not depend on it",
+    )
     add_no_progress(parser)
     parser.set_defaults(func=run)
 
@@ -71,7 +87,12 @@ def run(args: argparse.Namespace) -> int:
         total=count_images(**counts), desc="synth", unit="img", disable=args.no_progress
     ) as bar:
         summary = write_world(
-            args.out, seed=args.seed, size=args.size, progress=bar.update, **counts
+            args.out,
+            seed=args.seed,
+            size=args.size,
+            progress=bar.update,
+            workers=args.workers,
+            **counts,
         )
     print(summary.describe())
     return 0

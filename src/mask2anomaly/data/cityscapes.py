@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from ..config import IGNORE_INDEX
 from ..errors import UserError
 from .io import read_label_map, read_rgb
+from .labels import LABEL_ID_TO_TRAIN_ID
 from .transforms import LabeledImage
 from .types import Target
 
@@ -28,11 +29,6 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 TRAIN_ID_SUFFIX = "_gtFine_labelTrainIds.png"
 LABEL_ID_SUFFIX = "_gtFine_labelIds.png"
 MAX_LABEL_ID = 33  # labelIds 0..33 in gtFine PNGs (cityscapesScripts labels.py); 255 read as void
-# labelId -> trainId of the 19 training classes; every other labelId is void.
-LABEL_ID_TO_TRAIN_ID = {
-    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
-    23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
-}  # fmt: skip
 
 Transform = Callable[[LabeledImage, np.random.Generator], LabeledImage]
 

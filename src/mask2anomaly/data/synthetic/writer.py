@@ -17,10 +17,15 @@ Every file is derived from (seed, set, index) alone, so the same seed gives iden
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -29,7 +34,7 @@ from scipy import ndimage
 from ...config import IGNORE_INDEX
 from ...errors import UserError
 from ...fileio import atomic_path, write_text_atomic
-from ..cityscapes import LABEL_ID_TO_TRAIN_ID
+from ..labels import LABEL_ID_TO_TRAIN_ID
 from .coco import annotation, coco_categories, render_outlier_image
 from .scene import Scene, render_scene
 
@@ -42,6 +47,7 @@ ROAD_LABEL_ID = 7  # Cityscapes road: the drivable area, the only non-void part 
 ROAD_ANOMALY_LABEL = 2  # Road Anomaly (Lis et al.) marks anomalies with 2, background 0 (spec C)
 JPEG_QUALITY = 92
 Progress = Callable[[int], None]
+Job = Callable[[], Any]
 
 
 @dataclass(frozen=True)
@@ -174,57 +180,96 @@ def coco_kinds(num_outliers: int) -> list[str]:
             + ["small"] * -(-num_outliers // 8))  # fmt: skip
 
 
-def _write_coco(
-    root: Path, seed: int, num_outliers: int, object_size: tuple[float, float], progress: Progress
-) -> list[Path]:
+CocoImage = tuple[dict, list[dict], Path]  # images entry, its annotations (no ids yet), file
+
+
+def _write_coco_image(
+    root: Path, seed: int, index: int, kind: str, object_size: tuple[float, float]
+) -> CocoImage:
+    """Render and write COCO image `index`."""
+    rendered = render_outlier_image(_rng(seed, "coco", index + 1), kind, object_size)
+    image_id = 9 + 17 * index  # non-contiguous like COCO's ids: catches index == id bugs
+    path = root / "train2017" / f"{image_id:012d}.jpg"
+    _save(path, rendered.image, "JPEG", quality=JPEG_QUALITY)
+    height, width = rendered.image.shape[:2]
+    entry = {"id": image_id, "file_name": path.name, "height": height, "width": width}
+    return entry, [annotation(obj, 0, image_id) for obj in rendered.objects], path
+
+
+def _coco_jobs(root: Path, seed: int, num_outliers: int,
+               object_size: tuple[float, float]) -> list[Job]:  # fmt: skip
     kinds = coco_kinds(num_outliers)
     order = _rng(seed, "coco", 0).permutation(len(kinds))
-    images, annotations, paths = [], [], []
-    for index, kind_index in enumerate(order):
-        rendered = render_outlier_image(_rng(seed, "coco", index + 1), kinds[kind_index],
-                                        object_size)  # fmt: skip
-        image_id = 9 + 17 * index  # non-contiguous like COCO's ids: catches index == id bugs
-        path = root / "train2017" / f"{image_id:012d}.jpg"
-        _save(path, rendered.image, "JPEG", quality=JPEG_QUALITY)
-        height, width = rendered.image.shape[:2]
-        images.append({"id": image_id, "file_name": path.name, "height": height, "width": width})
-        for obj in rendered.objects:
-            annotations.append(annotation(obj, len(annotations) + 1, image_id))
-        paths.append(path)
-        progress(1)
+    return [partial(_write_coco_image, root, seed, index, kinds[kind], object_size)
+            for index, kind in enumerate(order)]  # fmt: skip
+
+
+def _write_coco_json(root: Path, rendered: list[CocoImage]) -> list[Path]:
+    annotations = []
+    for _, objects, _ in rendered:
+        for entry in objects:
+            annotations.append({**entry, "id": len(annotations) + 1})
     data = {
         "info": {"description": "mask2anomaly synthetic outliers", "version": "1"},
         "licenses": [],
-        "images": images,
+        "images": [entry for entry, _, _ in rendered],
         "annotations": annotations,
         "categories": coco_categories(),
     }
     json_path = root / "annotations" / "instances_train2017.json"
     _save_json(json_path, data)
-    return [*paths, json_path]
+    return [*(path for _, _, path in rendered), json_path]
 
 
-def _write_test_sets(
-    root: Path, seed: int, size: tuple[int, int], num_test: int, progress: Progress
-) -> list[Path]:
-    paths: list[Path] = []
-    names = []
-    for index in range(num_test):
-        scene = render_scene(_rng(seed, "anomaly", index), size, anomalies="anywhere")
-        paths += _write_smiyc(root / "dataset_AnomalyTrack", f"synthetic{index:04d}", scene, False)
-        progress(1)
-        scene = render_scene(_rng(seed, "obstacle", index), size, anomalies="obstacle")
+def _write_street(root: Path, seed: int, size: tuple[int, int], stream: str,
+                  index: int) -> list[Path]:  # fmt: skip
+    """Render street scene `index` of `stream` and write it in its set's format."""
+    if stream in ("train", "val"):
+        scene = render_scene(_rng(seed, stream, index), size)
+        return _write_cityscapes(root / "cityscapes", stream, index, scene)
+    anomalies = "obstacle" if stream == "obstacle" else "anywhere"
+    scene = render_scene(_rng(seed, stream, index), size, anomalies=anomalies)
+    if stream == "anomaly":
+        return _write_smiyc(root / "dataset_AnomalyTrack", f"synthetic{index:04d}", scene, False)
+    if stream == "obstacle":
         fid = f"synth{index // 10:02d}_{index % 10:04d}"  # <scene>_<name>
-        paths += _write_smiyc(root / "dataset_ObstacleTrack", fid, scene, True)
-        progress(1)
-        scene = render_scene(_rng(seed, "road-anomaly", index), size, anomalies="anywhere")
-        names.append(f"synthetic{index:03d}.jpg")
-        paths += _write_road_anomaly(root / "RoadAnomaly_jpg", names[-1][:-4], scene)
-        progress(1)
-    if num_test:
-        _save_json(root / "RoadAnomaly_jpg" / "frame_list.json", names)
-        paths.append(root / "RoadAnomaly_jpg" / "frame_list.json")
-    return paths
+        return _write_smiyc(root / "dataset_ObstacleTrack", fid, scene, True)
+    return _write_road_anomaly(root / "RoadAnomaly_jpg", _road_anomaly_name(index), scene)
+
+
+def _road_anomaly_name(index: int) -> str:
+    return f"synthetic{index:03d}"
+
+
+def _street_jobs(root: Path, seed: int, size: tuple[int, int], num_train: int, num_val: int,
+                 num_test: int) -> list[Job]:  # fmt: skip
+    streams = [("train", num_train), ("val", num_val)]
+    streams += [(name, num_test) for name in ("anomaly", "obstacle", "road-anomaly")]
+    return [partial(_write_street, root, seed, size, stream, index)
+            for stream, count in streams for index in range(count)]  # fmt: skip
+
+
+def default_workers() -> int:
+    """Render processes by default: the usable CPUs, at most 8."""
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1))  # fmt: skip
+
+
+def _run_jobs(jobs: list[Job], workers: int, progress: Progress) -> list[Any]:
+    """Results of `jobs` in order, computed in `workers` processes (1: in this one)."""
+    if workers <= 1 or len(jobs) < 2:
+        results = []
+        for job in jobs:
+            results.append(job())
+            progress(1)
+        return results
+    context = multiprocessing.get_context("spawn")  # no fork of a process that runs torch
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        for future in as_completed(futures):
+            future.result()  # re-raises a worker's error here
+            progress(1)
+        return [future.result() for future in futures]
 
 
 def count_images(*, num_train: int, num_val: int, num_outliers: int, num_test: int) -> int:
@@ -271,6 +316,7 @@ def write_world(
     num_outliers: int = 120,
     num_test: int = 30,
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> WorldSummary:
     """Render and write the synthetic world (layout in the module docstring).
 
@@ -283,6 +329,7 @@ def write_world(
             excluded categories and num_outliers / 8 too small, rounded up).
         num_test: frames in each of the three anomaly sets.
         progress: called with 1 after every rendered image.
+        workers: processes rendering in parallel (the files do not depend on it).
     """
     height, width = size
     if height < 32 or width < 32:
@@ -294,17 +341,16 @@ def write_world(
     _save_json(root / MANIFEST, {"complete": False, "files": previous})  # until this run ends
     step = progress or (lambda _: None)
     start = time.perf_counter()
-    paths: list[Path] = []
-    for split, count in (("train", num_train), ("val", num_val)):
-        for index in range(count):
-            scene = render_scene(_rng(seed, split, index), size)
-            paths += _write_cityscapes(root / "cityscapes", split, index, scene)
-            step(1)
-    coco_start = time.perf_counter()
+    jobs = _street_jobs(root, seed, size, num_train, num_val, num_test)
+    paths: list[Path] = [path for result in _run_jobs(jobs, workers, step) for path in result]
+    if num_test:
+        names = [f"{_road_anomaly_name(index)}.jpg" for index in range(num_test)]
+        _save_json(root / "RoadAnomaly_jpg" / "frame_list.json", names)
+        paths.append(root / "RoadAnomaly_jpg" / "frame_list.json")
+    street_seconds = time.perf_counter() - start
     object_size = (max(0.15 * height, 16.0), max(0.45 * height, 48.0))  # in COCO images
-    paths += _write_coco(root / "coco", seed, num_outliers, object_size, step)
-    coco_seconds = time.perf_counter() - coco_start
-    paths += _write_test_sets(root, seed, size, num_test, step)
+    coco = _run_jobs(_coco_jobs(root / "coco", seed, num_outliers, object_size), workers, step)
+    paths += _write_coco_json(root / "coco", coco)
     seconds = time.perf_counter() - start
     files = sorted(path.relative_to(root).as_posix() for path in paths)
     _remove_stale(root, previous, set(files))
@@ -319,7 +365,7 @@ def write_world(
         "files": files,
     }
     _save_json(root / MANIFEST, manifest)
-    return _summary(root, manifest, seconds, seconds - coco_seconds)
+    return _summary(root, manifest, seconds, street_seconds)
 
 
 def _counts(num_train: int, num_val: int, num_outliers: int, num_test: int) -> dict[str, int]:
