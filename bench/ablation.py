@@ -9,6 +9,9 @@ are comparable with each other (not with the paper's Cityscapes numbers). Result
 OUT/ablation.md. Long: each variant is a full stage 1 (~10 min on 2 cores) or stage 2.
 
     python bench/ablation.py --out ablation [--quick] [--device auto]
+
+With --out pointing at a finished `mask2anomaly demo` folder (same --quick choice), the demo's
+world and its two stages are the global-attention / official-setting runs and are not redone.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mask2anomaly.config import OutlierConfig
 from mask2anomaly.data.benchmarks import load_benchmark
 from mask2anomaly.demo import PLANS, TEST_SETS, anomaly_map, prepare_world, train_stage
 from mask2anomaly.evaluation import score_dataset
@@ -25,6 +29,7 @@ from mask2anomaly.inference import Predictor
 ATTENTIONS = ("cross", "masked", "global")
 MARGINS = (0.5, 0.75, 1.0)
 OUTLIER_PROBS = (0.1, 0.2, 0.5)
+DEFAULT_MARGIN, DEFAULT_PROB = OutlierConfig().margin, OutlierConfig().anomaly_mix_prob
 
 
 def scores(out: Path, world: Path, checkpoint: Path, refinement: str, device: str) -> list[str]:
@@ -58,6 +63,8 @@ def main() -> None:
     rows = []
 
     def stage2(name: str, init: Path, extra: tuple[str, ...]) -> Path:
+        if not extra and init == out / "stage1" / "model_final.pt":
+            name = "stage2"  # the demo's own stage 2: the official fine-tuning settings
         return train_stage(
             out,
             name,
@@ -73,7 +80,7 @@ def main() -> None:
     for attention in ATTENTIONS:
         s1 = train_stage(
             out,
-            f"s1-{attention}",
+            "stage1" if attention == "global" else f"s1-{attention}",  # global: the demo's
             plan.stage1 + (f"model.decoder.cross_attention={attention}",),
             data,
             init=None,
@@ -88,12 +95,14 @@ def main() -> None:
         rows.append(
             [f"{attention}: + refinement"] + scores(out, world, s2, "official", args.device)
         )
-    s1 = out / "s1-global" / "model_final.pt"
+    s1 = out / "stage1" / "model_final.pt"
     for margin in MARGINS:
-        s2 = stage2(f"s2-margin-{margin}", s1, (f"outlier.margin={margin}",))
+        extra = () if margin == DEFAULT_MARGIN else (f"outlier.margin={margin}",)
+        s2 = stage2(f"s2-margin-{margin}", s1, extra)
         rows.append([f"margin {margin}"] + scores(out, world, s2, "official", args.device))
     for prob in OUTLIER_PROBS:
-        s2 = stage2(f"s2-prob-{prob}", s1, (f"outlier.anomaly_mix_prob={prob}",))
+        extra = () if prob == DEFAULT_PROB else (f"outlier.anomaly_mix_prob={prob}",)
+        s2 = stage2(f"s2-prob-{prob}", s1, extra)
         rows.append(
             [f"outlier probability {prob}"] + scores(out, world, s2, "official", args.device)
         )

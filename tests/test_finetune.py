@@ -124,3 +124,30 @@ def test_short_finetune_raises_outlier_scores(tmp_path):
     before = score_gap(stage1 / "model_final.pt", data, outliers)
     after = score_gap(stage2 / "model_final.pt", data, outliers)
     assert after > before + 0.05, (before, after)
+
+
+def test_stage2_can_freeze_a_backbone_trained_unfrozen(tmp_path):
+    """Official fine-tuning freezes the backbone (FrozenBatchNorm, no step counter): a stage-1
+    checkpoint trained with BatchNorm must load into it value for value."""
+    import torch
+
+    from mask2anomaly.checkpoint import save_checkpoint
+    from mask2anomaly.config import load_config
+    from mask2anomaly.model import build_model
+    from mask2anomaly.training import init_weights
+
+    torch.manual_seed(0)
+    cfg = load_config("tiny", ["model.backbone.freeze=false"])
+    trained = build_model(cfg.model)
+    with torch.no_grad():
+        for name, buffer in trained.named_buffers():
+            if "running_" in name:
+                buffer.uniform_(0.5, 1.5)  # stand-in for statistics learnt in stage 1
+    save_checkpoint(tmp_path / "s1.pt", trained, cfg)
+    frozen = build_model(load_config("tiny", ["model.backbone.freeze=true"]).model)
+    init_weights(frozen, init=tmp_path / "s1.pt", backbone_weights=None)
+    expected = {k: v for k, v in trained.state_dict().items() if "num_batches" not in k}
+    assert frozen.state_dict().keys() == expected.keys()
+    for key, value in frozen.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+    assert not any(p.requires_grad for p in frozen.backbone.parameters())

@@ -382,7 +382,9 @@ def init_weights(
     """Stage-2 initialisation from a native checkpoint, or backbone weights for stage 1."""
     if init is not None:
         data = read_checkpoint(init)
-        missing, unexpected = model.load_state_dict(data["model"], strict=False)
+        # BatchNorm's step counter has no place in a frozen (FrozenBatchNorm) backbone
+        weights = {k: v for k, v in data["model"].items() if not k.endswith("num_batches_tracked")}
+        missing, unexpected = model.load_state_dict(weights, strict=False)
         if missing or unexpected:
             raise UserError(
                 f"{init}: weights do not fit the model ({len(missing)} missing, "
