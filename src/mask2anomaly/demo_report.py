@@ -69,8 +69,16 @@ def _panels(
     return written
 
 
-def write_demo_report(out: Path, world: Path, rows: list[dict[str, Any]], *, seconds: float) -> str:
-    """report.md, results.json, pr_curves.png and panels/*.png in `out`; returns the table."""
+def write_demo_report(
+    out: Path,
+    world: Path,
+    rows: list[dict[str, Any]],
+    *,
+    seconds: float,
+    stages: dict[str, tuple[str, ...]] | None = None,
+) -> str:
+    """report.md, results.json, pr_curves.png and panels/*.png in `out`; returns the table.
+    `stages`: each training stage's overrides of the `demo` config, listed in the report."""
     from .demo import TEST_SETS
 
     names = [name for name, _ in TEST_SETS]
@@ -100,6 +108,10 @@ def write_demo_report(out: Path, world: Path, rows: list[dict[str, Any]], *, sec
         "Stage 1 trains on the synthetic Cityscapes split, stage 2 fine-tunes with AnomalyMix "
         "(synthetic COCO outliers) and the mask contrastive loss; the test sets' anomalies come "
         "from object families the outliers never showed. Metrics: `smiyc` protocol (x100).\n",
+        *[
+            f"{name}: `demo` config with `{' '.join(overrides)}`.\n"
+            for name, overrides in (stages or {}).items()
+        ],
         table,
         "Anomaly pixel fraction (AuPRC of a random scorer): "
         + ", ".join(f"{n} {100 * f:.2f} %" for n, f in anomaly_fraction.items())
