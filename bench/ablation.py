@@ -86,8 +86,18 @@ def main() -> None:
             progress=True,
         )
 
-    for attention in ATTENTIONS:
-        s1 = train_stage(
+    def add(row: list[str]) -> None:
+        """Append a row and rewrite the table, so an interrupted run keeps what it finished."""
+        rows.append(row)
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+        write_text_atomic(out / "ablation.md", "\n".join(lines) + "\n")
+        if len(rows) == 1:
+            print(lines[0], lines[1], sep="\n")
+        print(lines[-1], flush=True)
+
+    def stage1(attention: str) -> Path:
+        return train_stage(
             out,
             "stage1" if attention == "global" else f"s1-{attention}",  # global: the demo's
             plan.stage1 + (f"model.decoder.cross_attention={attention}",),
@@ -98,31 +108,33 @@ def main() -> None:
             device=args.device,
             progress=True,
         )
+
+    def attention_rows(attention: str) -> None:
+        s1 = stage1(attention)
         s2 = stage2(f"s2-{attention}", s1, ())
-        rows.append([f"{attention}: stage 1"] + scores(out, world, s1, "none", args.device))
-        rows.append([f"{attention}: + contrastive"] + scores(out, world, s2, "none", args.device))
-        rows.append(
-            [f"{attention}: + refinement"] + scores(out, world, s2, "official", args.device)
-        )
+        add([f"{attention}: stage 1"] + scores(out, world, s1, "none", args.device))
+        add([f"{attention}: + contrastive"] + scores(out, world, s2, "none", args.device))
+        add([f"{attention}: + refinement"] + scores(out, world, s2, "official", args.device))
+
+    # Cheapest first (the global-attention stage 1 is the demo's; the sweeps are stage 2 only),
+    # the other attentions' stage-1 trainings last.
+    attention_rows("global")
     s1 = out / "stage1" / "model_final.pt"
+    # The official code's form of Eq. 8 (on l_N, m = 1), as in the official fine-tuning.
+    s2 = stage2("s2-official-loss", s1, ("outlier.loss=margin", "outlier.margin=1.0"))
+    add(["official loss form (m 1.0)"] + scores(out, world, s2, "official", args.device))
     for margin in MARGINS:
         extra = () if margin == DEFAULT_MARGIN else (f"outlier.margin={margin}",)
         s2 = stage2(f"s2-margin-{margin}", s1, extra)
-        rows.append([f"score margin {margin}"] + scores(out, world, s2, "official", args.device))
+        add([f"score margin {margin}"] + scores(out, world, s2, "official", args.device))
     for prob in OUTLIER_PROBS:
         extra = () if prob == DEFAULT_PROB else (f"outlier.anomaly_mix_prob={prob}",)
         s2 = stage2(f"s2-prob-{prob}", s1, extra)
-        rows.append(
-            [f"outlier probability {prob}"] + scores(out, world, s2, "official", args.device)
-        )
-    # The official code's form of Eq. 8 (on l_N, m = 1), as in the official fine-tuning.
-    s2 = stage2("s2-official-loss", s1, ("outlier.loss=margin", "outlier.margin=1.0"))
-    rows.append(["official loss form (m 1.0)"] + scores(out, world, s2, "official", args.device))
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    table = "\n".join(lines) + "\n"
-    write_text_atomic(out / "ablation.md", table)
-    print(table)
+        add([f"outlier probability {prob}"] + scores(out, world, s2, "official", args.device))
+    for attention in ATTENTIONS:
+        if attention != "global":
+            attention_rows(attention)
+    print((out / "ablation.md").read_text())
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ Needs the optional `export` extra (onnx, onnxscript, onnxruntime).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from torch import nn
 
 from .config import Config, ConfigError, config_from_dict, config_to_dict
 from .errors import UserError
+from .fileio import atomic_path
 from .model import Mask2Anomaly
 from .model.mask2anomaly import ModelOutput
 
@@ -93,15 +92,8 @@ def export_onnx(
             verbose=False,
         )
     program.model.metadata_props[CONFIG_KEY] = json.dumps(config_to_dict(cfg))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx")
-    os.close(handle)
-    try:
-        program.save(temporary, external_data=False)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    with atomic_path(path, suffix=".onnx") as temporary:
+        program.save(str(temporary), external_data=False)
 
 
 def _require(module: str) -> Any:

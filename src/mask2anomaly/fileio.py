@@ -27,15 +27,29 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     right extension.
     """
     path = Path(path)
+    temporary = temporary_beside(path, suffix)
+    try:
+        yield temporary
+        publish(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def temporary_beside(path: Path, suffix: str = ".tmp") -> Path:
+    """A new empty file in `path`'s folder (created if needed), to be `publish`ed as `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(handle)
-    temporary = Path(name)
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    return Path(name)
+
+
+def publish(temporary: Path, path: Path) -> None:
+    """Rename a finished temporary file to `path`, with the permissions a plain open() would
+    give it (mkstemp creates files readable by their owner only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    os.replace(temporary, path)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

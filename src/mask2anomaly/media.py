@@ -6,8 +6,6 @@ atomic file writes (temporary file + rename, so an interrupted run never leaves 
 from __future__ import annotations
 
 import glob
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
+from .fileio import atomic_path, publish, temporary_beside
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
@@ -187,13 +186,8 @@ class VideoWriter:
     def __init__(self, path: Path, fps: Fraction) -> None:
         av = _import_av()
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix
-        )
-        os.close(handle)
-        self._temporary = Path(name)
-        self._container = av.open(name, mode="w")
+        self._temporary = temporary_beside(path, path.suffix)
+        self._container = av.open(str(self._temporary), mode="w")
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         self._stream = self._container.add_stream(codec, rate=fps)
         self._stream.pix_fmt = "yuv420p"
@@ -220,7 +214,7 @@ class VideoWriter:
         for packet in self._stream.encode():
             self._container.mux(packet)
         self._container.close()
-        os.replace(self._temporary, self.path)
+        publish(self._temporary, self.path)
 
     def abort(self) -> None:
         self._container.close()
@@ -230,15 +224,8 @@ class VideoWriter:
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(temporary path) beside `path`, then rename it to `path` (same suffix, so
     writers that pick a format by suffix work)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        write(Path(name))
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=path.suffix) as temporary:
+        write(temporary)
 
 
 def save_image_atomic(path: Path, pixels: np.ndarray, **options: Any) -> None:
