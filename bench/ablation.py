@@ -18,6 +18,7 @@ world and its two stages are the global-attention / official-setting runs and ar
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 from mask2anomaly.config import load_config
@@ -26,13 +27,12 @@ from mask2anomaly.demo import (
     FINETUNE,
     PLANS,
     TEST_SETS,
-    anomaly_map,
+    StagePredictions,
     prepare_world,
     train_stage,
 )
 from mask2anomaly.evaluation import score_dataset
 from mask2anomaly.fileio import write_text_atomic
-from mask2anomaly.inference import Predictor
 
 ATTENTIONS = ("cross", "masked", "global")
 MARGINS = (0.5, 0.75, 1.0)
@@ -41,18 +41,16 @@ _DEMO_STAGE2 = load_config("demo", FINETUNE).outlier  # what the demo's stage 2 
 DEFAULT_MARGIN, DEFAULT_PROB = _DEMO_STAGE2.margin, _DEMO_STAGE2.anomaly_mix_prob
 
 
-def scores(out: Path, world: Path, checkpoint: Path, refinement: str, device: str) -> list[str]:
-    """AuPRC / FPR95 (x100) on each synthetic test set."""
-    predictor = Predictor.from_checkpoint(
-        checkpoint, device=device, overrides=[f"scoring.refinement={refinement}"]
-    )
+def scores(
+    out: Path, world: Path, predictions: StagePredictions, stage: str, refinement: str
+) -> list[str]:
+    """AuPRC / FPR95 (x100) on each synthetic test set of OUT/<stage>'s model."""
     cells = []
     for name, folder in TEST_SETS:
-        maps = out / "eval" / f"{checkpoint.parent.name}-{refinement}"
         result = score_dataset(
             load_benchmark(name, world / folder),
-            lambda image: anomaly_map(predictor, image),
-            maps,
+            partial(predictions.anomaly, stage, refinement),
+            out / "eval" / f"{stage}-{refinement}",  # the demo's maps, where it made them
             protocols=("smiyc",),
         )["pixel"]["smiyc"]
         cells += [f"{100 * result['auprc']:.1f}", f"{100 * result['fpr95']:.1f}"]
@@ -70,6 +68,10 @@ def main() -> None:
     data, coco = world / "cityscapes", world / "coco"
     header = ["variant"] + [f"{n} {m}" for n, _ in TEST_SETS for m in ("AuPRC", "FPR95")]
     rows = []
+    predictions = StagePredictions(out, args.device)
+
+    def score(checkpoint: Path, refinement: str) -> list[str]:
+        return scores(out, world, predictions, checkpoint.parent.name, refinement)
 
     def stage2(name: str, init: Path, extra: tuple[str, ...]) -> Path:
         if not extra and init == out / "stage1" / "model_final.pt":
@@ -112,9 +114,9 @@ def main() -> None:
     def attention_rows(attention: str) -> None:
         s1 = stage1(attention)
         s2 = stage2(f"s2-{attention}", s1, ())
-        add([f"{attention}: stage 1"] + scores(out, world, s1, "none", args.device))
-        add([f"{attention}: + contrastive"] + scores(out, world, s2, "none", args.device))
-        add([f"{attention}: + refinement"] + scores(out, world, s2, "official", args.device))
+        add([f"{attention}: stage 1"] + score(s1, "none"))
+        add([f"{attention}: + contrastive"] + score(s2, "none"))
+        add([f"{attention}: + refinement"] + score(s2, "official"))
 
     # Cheapest first (the global-attention stage 1 is the demo's; the sweeps are stage 2 only),
     # the other attentions' stage-1 trainings last.
@@ -122,15 +124,15 @@ def main() -> None:
     s1 = out / "stage1" / "model_final.pt"
     # The official code's form of Eq. 8 (on l_N, m = 1), as in the official fine-tuning.
     s2 = stage2("s2-official-loss", s1, ("outlier.loss=margin", "outlier.margin=1.0"))
-    add(["official loss form (m 1.0)"] + scores(out, world, s2, "official", args.device))
+    add(["official loss form (m 1.0)"] + score(s2, "official"))
     for margin in MARGINS:
         extra = () if margin == DEFAULT_MARGIN else (f"outlier.margin={margin}",)
         s2 = stage2(f"s2-margin-{margin}", s1, extra)
-        add([f"score margin {margin}"] + scores(out, world, s2, "official", args.device))
+        add([f"score margin {margin}"] + score(s2, "official"))
     for prob in OUTLIER_PROBS:
         extra = () if prob == DEFAULT_PROB else (f"outlier.anomaly_mix_prob={prob}",)
         s2 = stage2(f"s2-prob-{prob}", s1, extra)
-        add([f"outlier probability {prob}"] + scores(out, world, s2, "official", args.device))
+        add([f"outlier probability {prob}"] + score(s2, "official"))
     for attention in ATTENTIONS:
         if attention != "global":
             attention_rows(attention)

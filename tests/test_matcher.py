@@ -120,3 +120,40 @@ def test_non_finite_cost_is_reported() -> None:
     class_logits = torch.full((1, 2, NUM_CLASSES + 1), float("nan"))
     with pytest.raises(FloatingPointError, match="image 0"):
         make_matcher()(class_logits, torch.randn(1, 2, 4, 4), [random_target(gen, 1, 16, 16)])
+
+
+@pytest.mark.parametrize("sizes", [((24, 32), (24, 32), (24, 32)), ((24, 32), (20, 30), (17, 32))])
+def test_batched_costs_equal_per_image_costs(sizes: tuple[tuple[int, int], ...]) -> None:
+    """One batched computation (one lookup for same-size masks, else per image) gives each
+    image's own cost matrix; columns past an image's segment count are padding."""
+    gen = torch.Generator().manual_seed(3)
+    class_logits = torch.randn(3, 5, NUM_CLASSES + 1, generator=gen)
+    mask_logits = torch.randn(3, 5, 6, 8, generator=gen)
+    targets = [random_target(gen, n, h, w) for n, (h, w) in zip((3, 1, 2), sizes)]
+    coords = torch.rand(3, 40, 2, generator=gen)
+    matcher = make_matcher(num_points=40)
+    costs = matcher.cost_matrices(class_logits, mask_logits, targets, coords)
+    assert costs.shape == (3, 5, 3)
+    for b, target in enumerate(targets):
+        single = matcher.cost_matrix(class_logits[b], mask_logits[b], target, coords[b])
+        torch.testing.assert_close(costs[b, :, : target.labels.numel()], single)
+
+
+def test_image_without_segments_inside_a_batch_takes_no_random_draw() -> None:
+    gen = torch.Generator().manual_seed(4)
+    empty = Target(labels=torch.zeros(0, dtype=torch.int64),
+                   masks=torch.zeros(0, 16, 16, dtype=torch.bool))  # fmt: skip
+    targets = [random_target(gen, 2, 16, 16), empty, random_target(gen, 3, 16, 16)]
+    class_logits = torch.randn(3, 4, NUM_CLASSES + 1, generator=gen)
+    mask_logits = torch.randn(3, 4, 4, 4, generator=gen)
+    matcher = make_matcher()
+    batched = matcher(
+        class_logits, mask_logits, targets, generator=torch.Generator().manual_seed(5)
+    )
+    assert batched[1][0].numel() == 0
+    single_gen = torch.Generator().manual_seed(5)
+    for b in (0, 2):
+        ((rows, cols),) = matcher(
+            class_logits[b : b + 1], mask_logits[b : b + 1], [targets[b]], generator=single_gen
+        )
+        assert torch.equal(rows, batched[b][0]) and torch.equal(cols, batched[b][1])

@@ -12,6 +12,7 @@ from mask2anomaly.point_sampling import (
     mask_uncertainty,
     point_sample,
     rand_points,
+    sample_padded_mask_sets,
     sample_padded_masks,
     uncertain_point_coords,
 )
@@ -72,6 +73,9 @@ def test_uncertain_points_are_the_most_uncertain_candidates() -> None:
         kept = uncertainty[m].sort(descending=True).values[:12]
         got = mask_uncertainty(point_sample(logits[m : m + 1], coords[m : m + 1, :12]))[0, 0]
         torch.testing.assert_close(got.sort(descending=True).values, kept)
+        # The uncertain part is a subset of the candidates, bit for bit.
+        matches = (coords[m, :12, None, :] == candidates[m, None, :, :]).all(-1)
+        assert matches.any(1).all()
         # The chosen points are at least as uncertain as any candidate left out.
         assert got.min() >= uncertainty[m].sort(descending=True).values[12] - 1e-6
 
@@ -100,3 +104,14 @@ def test_sample_padded_masks_equals_explicit_zero_padding() -> None:
     torch.testing.assert_close(sample_padded_masks(masks, coords, (12, 16)), expected)
     with pytest.raises(ValueError, match="exceed"):
         sample_padded_masks(masks, coords, (8, 16))
+
+
+@pytest.mark.parametrize("sizes", [((10, 13), (10, 13)), ((10, 13), (12, 9))])
+def test_mask_sets_equal_per_image_sampling(sizes: tuple[tuple[int, int], ...]) -> None:
+    gen = torch.Generator().manual_seed(3)
+    masks = [torch.rand(n, h, w, generator=gen) > 0.5 for n, (h, w) in zip((2, 3), sizes)]
+    coords = torch.rand(5, 30, 2, generator=gen)
+    got = sample_padded_mask_sets(masks, coords, (12, 16))
+    expected = torch.cat([sample_padded_masks(masks[0], coords[:2], (12, 16)),
+                          sample_padded_masks(masks[1], coords[2:], (12, 16))])  # fmt: skip
+    torch.testing.assert_close(got, expected)

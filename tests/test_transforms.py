@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+import math
 
 import numpy as np
 import pytest
@@ -206,3 +207,54 @@ def test_bad_sizes_are_rejected() -> None:
         TrainTransform(min_sizes=(), max_size=10, crop_size=(4, 4))
     with pytest.raises(ValueError):
         TrainTransform(min_sizes=(8,), max_size=10, crop_size=(0, 4))
+
+
+def opencv_hsv_pixel(r: int, g: int, b: int) -> tuple[int, int, int]:
+    """OpenCV's 8-bit RGB -> HSV for one pixel, written out in Python floats."""
+    value = max(r, g, b)
+    diff = value - min(r, g, b)
+    saturation = 0 if value == 0 else math.floor(diff * 255 / value + 0.5)
+    if diff == 0:
+        hue = 0.0
+    elif value == r:
+        hue = (g - b) / diff * 30
+    elif value == g:
+        hue = (2 + (b - r) / diff) * 30
+    else:
+        hue = (4 + (r - g) / diff) * 30
+    return math.floor(hue + 0.5) % 180, saturation, value
+
+
+def opencv_rgb_pixel(h: int, s: int, v: int) -> tuple[int, int, int]:
+    """OpenCV's 8-bit HSV -> RGB for one pixel, written out in Python floats."""
+    sector_float = h * 6 / 180
+    sector = math.floor(sector_float)
+    f = sector_float - sector
+    sat, val = s / 255, v / 255
+    p, q, t = val * (1 - sat), val * (1 - sat * f), val * (1 - sat * (1 - f))
+    rgb = [(val, t, p), (q, val, p), (p, val, t), (p, q, val), (t, p, val), (val, p, q)][sector % 6]
+    return tuple(min(255, max(0, math.floor(c * 255 + 0.5))) for c in rgb)
+
+
+def test_hsv_tables_equal_the_per_pixel_formulas_exactly() -> None:
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 256, size=(3000, 3))
+    special = [(0, 0, 0), (255, 255, 255), (7, 7, 7), (200, 200, 10), (10, 200, 200),
+               (200, 10, 200), (255, 0, 0), (0, 0, 1), (1, 0, 0), (255, 254, 0)]  # fmt: skip
+    image = np.concatenate([pixels, special]).astype(np.uint8)[None]
+    expected = [opencv_hsv_pixel(*map(int, px)) for px in image[0]]
+    assert rgb_to_hsv(image)[0].tolist() == [list(e) for e in expected]
+    hsv = np.stack(
+        [
+            np.repeat(np.arange(180), 24),
+            rng.integers(0, 256, 180 * 24),
+            rng.integers(0, 256, 180 * 24),
+        ],
+        axis=-1,
+    )
+    hsv[:180, 1:] = [0, 255]  # grey, full value
+    hsv[180:360, 1:] = [255, 0]  # black
+    hsv[360:540, 1:] = [255, 255]
+    hsv = hsv.astype(np.uint8)[None]
+    expected = [opencv_rgb_pixel(*map(int, px)) for px in hsv[0]]
+    assert hsv_to_rgb(hsv)[0].tolist() == [list(e) for e in expected]

@@ -62,7 +62,7 @@ PLANS = {
         num_val=50,
         num_outliers=120,
         num_test=30,
-        stage1=("train.max_iters=1300", "train.eval_every=650"),
+        stage1=("train.max_iters=1300", "train.eval_every=0"),
         stage2=("train.max_iters=150", "train.lr=1e-3", "train.eval_every=0", *FINETUNE),
     ),
     "quick": DemoPlan(
@@ -139,41 +139,59 @@ def train_stage(
     return trainer.fit()
 
 
-class _Predictions:
-    """Each stage's predictions, computed once per image: the refined and unrefined anomaly
-    maps and the semantic map all come from one forward pass (with flip) of the stage's model."""
+class StagePredictions:
+    """Predictions of the stage models in a run folder (`OUT/<stage>/model_final.pt`), each
+    test image computed once per stage: its refined and unrefined anomaly maps come from one
+    forward pass (with flip). Holds one stage's model and maps at a time, so score a stage's
+    rows together."""
 
     def __init__(self, out: Path, device: str) -> None:
         self.out, self.device = out, device
-        self.predictors: dict[str, Predictor] = {}
-        self.memo: dict[tuple[str, bytes], Prediction] = {}
+        self.stage: str | None = None
+        self.predictor: Predictor | None = None
+        self.memo: dict[bytes, Prediction] = {}
+
+    def _load(self, stage: str) -> Predictor:
+        if stage != self.stage:
+            self.memo.clear()
+            self.predictor = Predictor.from_checkpoint(
+                self.out / stage / "model_final.pt",
+                device=self.device,
+                overrides=["scoring.refinement=official"],
+            )
+            self.stage = stage
+        return self.predictor
 
     def __call__(self, stage: str, image: np.ndarray) -> Prediction:
-        key = (stage, hashlib.sha1(np.ascontiguousarray(image).tobytes()).digest())
+        predictor = self._load(stage)
+        key = hashlib.sha1(np.ascontiguousarray(image).tobytes()).digest()
         if key not in self.memo:
-            if stage not in self.predictors:
-                self.predictors[stage] = Predictor.from_checkpoint(
-                    self.out / stage / "model_final.pt",
-                    device=self.device,
-                    overrides=["scoring.refinement=official"],
-                )
-            self.memo[key] = self.predictors[stage].predict(image)
+            self.memo[key] = predictor.predict(image)
         return self.memo[key]
 
     def anomaly(self, stage: str, refinement: str, image: np.ndarray) -> np.ndarray:
+        """Anomaly map of `image` by the stage's model, refined unless `refinement` is none."""
         prediction = self(stage, image)
         refined = refinement != "none"
         return prediction.anomaly_score if refined else prediction.anomaly_score_unrefined
 
     def semantic(self, stage: str, image: np.ndarray) -> np.ndarray:
-        return self(stage, image).semantic
+        """Semantic map of an image not scored for anomalies (val): the semantic map comes from
+        the unflipped view alone, so it is predicted without the flipped forward pass."""
+        predictor = self._load(stage)
+        plain = Predictor(
+            predictor.model,
+            scoring=predictor.scoring,
+            inference=dataclasses.replace(predictor.inference, flip=False),
+        )
+        return plain.predict(image).semantic
 
 
 def _evaluate(out: Path, world: Path, device: str) -> list[dict[str, Any]]:
     """One result per row: pixel + component metrics per test set, and inlier mIoU."""
     rows = []
     val = load_benchmark("cityscapes", world / "cityscapes", split="val")
-    predictions = _Predictions(out, device)
+    predictions = StagePredictions(out, device)
     miou: dict[str, float] = {}
     for title, stage, refinement in ROWS:
         row: dict[str, Any] = {"row": title, "stage": stage, "refinement": refinement}
@@ -190,10 +208,6 @@ def _evaluate(out: Path, world: Path, device: str) -> list[dict[str, Any]]:
         row["miou"] = miou[stage]
         rows.append(row)
     return rows
-
-
-def anomaly_map(predictor: Predictor, image: np.ndarray) -> np.ndarray:
-    return predictor.predict(image).anomaly_score
 
 
 @dataclasses.dataclass(frozen=True)

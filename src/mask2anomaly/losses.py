@@ -8,6 +8,8 @@ of GT masks averaged over processes. The stage-2 outlier loss lives in its own m
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -16,7 +18,7 @@ from torch import nn
 from .data.types import Target
 from .matcher import HungarianMatcher, padded_size_of
 from .model.mask2anomaly import ModelOutput
-from .point_sampling import point_sample, sample_padded_masks, uncertain_point_coords
+from .point_sampling import point_sample, sample_padded_mask_sets, uncertain_point_coords
 
 
 def sigmoid_bce_loss(
@@ -121,7 +123,8 @@ class SetCriterion(nn.Module):
             multiplied by its weight. `SetCriterion.total` sums them.
         """
         device = outputs.class_logits.device
-        targets = [t.to(device) for t in targets]
+        # Masks in float once per batch: every layer's matching and loss sample them.
+        targets = [_with_float_masks(t.to(device)) for t in targets]
         num_masks = average_num_masks(targets, device)
         losses = self._losses(
             outputs.class_logits, outputs.mask_logits, targets, num_masks, generator, suffix=""
@@ -215,16 +218,19 @@ class SetCriterion(nn.Module):
                 importance_sample_ratio=self.importance_sample_ratio,
                 generator=generator,
             )  # [M, P, 2]
-            padded_size = padded_size_of(mask_logits)
-            point_targets, start = [], 0
-            for b, (_, target_idx) in enumerate(indices):
-                masks = targets[b].masks[target_idx.to(targets[b].masks.device)]
-                stop = start + masks.shape[0]
-                point_targets.append(sample_padded_masks(masks, coords[start:stop], padded_size))
-                start = stop
-            point_targets = torch.cat(point_targets)  # [M, P]
+            matched_masks = [
+                targets[b].masks[target_idx.to(targets[b].masks.device)]
+                for b, (_, target_idx) in enumerate(indices)
+            ]
+            point_targets = sample_padded_mask_sets(
+                matched_masks, coords, padded_size_of(mask_logits)
+            )  # [M, P]
         point_logits = point_sample(matched_logits, coords)[:, 0]  # [M, P]
         return (
             sigmoid_bce_loss(point_logits, point_targets, num_masks),
             dice_loss(point_logits, point_targets, num_masks),
         )
+
+
+def _with_float_masks(target: Target) -> Target:
+    return dataclasses.replace(target, masks=target.masks.float())

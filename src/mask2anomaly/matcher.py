@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from .data.types import Target
-from .point_sampling import point_sample, rand_points, sample_padded_masks
+from .point_sampling import point_sample, rand_points, sample_padded_mask_sets
 
 # The mask logits are predicted at 1/4 of the padded input size (pixel decoder output stride).
 MASK_STRIDE = 4
@@ -28,32 +29,32 @@ def pairwise_sigmoid_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.T
     """Mean over points of BCE-with-logits for every (prediction, target) pair.
 
     Args:
-        logits: [Q, P] mask logits at the points.
-        targets: [N, P] target values in [0, 1] at the same points.
+        logits: [..., Q, P] mask logits at the points (leading dimensions: a batch).
+        targets: [..., N, P] target values in [0, 1] at the same points.
 
     Returns:
-        [Q, N] costs.
+        [..., Q, N] costs.
     """
     # BCE(x, t) = t * softplus(-x) + (1 - t) * softplus(x), summed over points by a matmul.
     positive = F.softplus(-logits)  # loss where the target is 1
     negative = F.softplus(logits)  # loss where the target is 0
-    cost = positive @ targets.T + negative @ (1 - targets).T
-    return cost / logits.shape[1]
+    cost = positive @ targets.mT + negative @ (1 - targets).mT
+    return cost / logits.shape[-1]
 
 
 def pairwise_dice(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Dice loss 1 - (2|p.t| + 1) / (|p| + |t| + 1) for every pair, p = sigmoid(logits).
 
     Args:
-        logits: [Q, P] mask logits at the points.
-        targets: [N, P] target values in [0, 1].
+        logits: [..., Q, P] mask logits at the points (leading dimensions: a batch).
+        targets: [..., N, P] target values in [0, 1].
 
     Returns:
-        [Q, N] costs.
+        [..., Q, N] costs.
     """
     probs = logits.sigmoid()
-    numerator = 2 * probs @ targets.T
-    denominator = probs.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    numerator = 2 * probs @ targets.mT
+    denominator = probs.sum(-1)[..., :, None] + targets.sum(-1)[..., None, :]
     return 1 - (numerator + 1) / (denominator + 1)
 
 
@@ -102,15 +103,44 @@ class HungarianMatcher(nn.Module):
         Returns:
             [Q, N] float32 cost.
         """
-        class_probs = class_logits.float().softmax(-1)  # [Q, K+1]
-        cost_class = -class_probs[:, target.labels]  # [Q, N]
-        num_queries, num_targets = mask_logits.shape[0], target.masks.shape[0]
-        point_logits = point_sample(
-            mask_logits[:, None].float(), point_coords.expand(num_queries, -1, -1)
-        )[:, 0]  # [Q, P]
-        point_targets = sample_padded_masks(
-            target.masks, point_coords.expand(num_targets, -1, -1), padded_size_of(mask_logits)
-        )  # [N, P]
+        return self.cost_matrices(
+            class_logits[None], mask_logits[None], [target], point_coords[None]
+        )[0]
+
+    @torch.no_grad()
+    def cost_matrices(
+        self,
+        class_logits: torch.Tensor,
+        mask_logits: torch.Tensor,
+        targets: list[Target],
+        point_coords: torch.Tensor,
+    ) -> torch.Tensor:
+        """Matching costs of a batch, computed together (a few large operations instead of a
+        few small ones per image); image b's costs are `[b, :, :N_b]`.
+
+        Args:
+            class_logits: [B, Q, K+1].
+            mask_logits: [B, Q, h, w] at 1/4 of the padded input size.
+            targets: B targets with at least one segment each, masks [N_b, H_b, W_b].
+            point_coords: [B, P, 2] (x, y) in [0, 1] of the padded image, per image.
+
+        Returns:
+            [B, Q, max N_b] float32 costs (columns beyond N_b are padding).
+        """
+        counts = torch.tensor([t.labels.numel() for t in targets])
+        device = class_logits.device
+        class_probs = class_logits.float().softmax(-1)  # [B, Q, K+1]
+        labels = pad_sequence([t.labels.to(device) for t in targets], batch_first=True)
+        cost_class = -torch.gather(
+            class_probs, 2, labels[:, None, :].expand(-1, class_probs.shape[1], -1)
+        )  # [B, Q, N]
+        # The queries are channels of one lookup per image (the same bilinear values).
+        point_logits = point_sample(mask_logits.float(), point_coords)  # [B, Q, P]
+        per_mask_coords = point_coords.repeat_interleave(counts.to(point_coords.device), dim=0)
+        values = sample_padded_mask_sets(
+            [t.masks for t in targets], per_mask_coords, padded_size_of(mask_logits)
+        )  # [sum N_b, P]
+        point_targets = pad_sequence(values.split(counts.tolist()), batch_first=True)
         cost_mask = pairwise_sigmoid_bce(point_logits, point_targets)
         cost_dice = pairwise_dice(point_logits, point_targets)
         return (
@@ -142,19 +172,26 @@ class HungarianMatcher(nn.Module):
         """
         if len(targets) != class_logits.shape[0]:
             raise ValueError(f"{len(targets)} targets for a batch of {class_logits.shape[0]}")
-        indices = []
-        for b, target in enumerate(targets):
-            if target.labels.numel() == 0:
-                empty = torch.empty(0, dtype=torch.int64)
-                indices.append((empty, empty.clone()))
-                continue
-            coords = rand_points(
-                1, self.num_points, device=mask_logits.device, generator=generator
-            )[0]
-            cost = self.cost_matrix(class_logits[b], mask_logits[b], target, coords)
-            if not torch.isfinite(cost).all():
+        empty = torch.empty(0, dtype=torch.int64)
+        indices = [(empty, empty.clone()) for _ in targets]
+        present = [b for b, target in enumerate(targets) if target.labels.numel()]
+        if not present:
+            return indices
+        coords = torch.cat([
+            rand_points(1, self.num_points, device=mask_logits.device, generator=generator)
+            for _ in present
+        ])  # fmt: skip
+        whole = len(present) == len(targets)
+        pick = slice(None) if whole else torch.tensor(present, device=class_logits.device)
+        costs = self.cost_matrices(
+            class_logits[pick], mask_logits[pick], [targets[b] for b in present], coords
+        )
+        finite = torch.isfinite(costs).flatten(1).all(1).tolist()
+        costs = costs.cpu().numpy()
+        for row, b in enumerate(present):
+            if not finite[row]:
                 raise FloatingPointError(f"non-finite matching cost for image {b} of the batch")
-            rows, cols = linear_sum_assignment(cost.cpu().numpy())
-            indices.append((torch.as_tensor(rows, dtype=torch.int64),
-                            torch.as_tensor(cols, dtype=torch.int64)))  # fmt: skip
+            rows, cols = linear_sum_assignment(costs[row, :, : targets[b].labels.numel()])
+            indices[b] = (torch.as_tensor(rows, dtype=torch.int64),
+                          torch.as_tensor(cols, dtype=torch.int64))  # fmt: skip
         return indices

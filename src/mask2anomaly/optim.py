@@ -104,7 +104,9 @@ def build_optimizer(
     )
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(groups, lr=lr)
+    # foreach: one multi-tensor update per group (PyTorch picks it on GPUs only; on CPU it is
+    # the same arithmetic in a handful of calls instead of ~10 per parameter tensor).
+    return torch.optim.AdamW(groups, lr=lr, foreach=True)
 
 
 class PolySchedule:

@@ -9,6 +9,7 @@ randomness comes from a numpy Generator passed in, so a sample can be reproduced
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -108,40 +109,92 @@ def _convert(values: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.nd
     return np.clip(values.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
 
 
-def rgb_to_hsv(image: np.ndarray) -> np.ndarray:
-    """[H, W, 3] uint8 RGB -> uint8 HSV with H in 0..179 (degrees / 2), S and V in 0..255."""
-    rgb = image.astype(np.float64)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    value = rgb.max(-1)
-    diff = value - rgb.min(-1)
-    safe_diff = np.where(diff == 0, 1, diff)
-    saturation = np.where(value == 0, 0, diff * 255 / np.where(value == 0, 1, value))
-    hue = np.where(
-        value == r,
-        (g - b) / safe_diff,
-        np.where(value == g, 2 + (b - r) / safe_diff, 4 + (r - g) / safe_diff),
-    )
+def _round_to_uint8(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.floor(values + 0.5), 0, 255).astype(np.uint8)
+
+
+def _hue_units(sector: np.ndarray, numerator: np.ndarray, diff: np.ndarray) -> np.ndarray:
+    """OpenCV hue (0..179) of a pixel whose maximum is channel `sector` (0 R, 1 G, 2 B), from
+    the difference of the other two channels (in hue order) and max - min (0: grey, hue 0)."""
+    sector, numerator = np.asarray(sector), np.asarray(numerator, dtype=np.float64)
+    diff = np.asarray(diff, dtype=np.float64)
+    fraction = numerator / np.where(diff == 0, 1, diff)
+    hue = np.where(sector == 0, fraction, np.where(sector == 1, 2 + fraction, 4 + fraction))
     hue = np.where(diff == 0, 0, hue) * (HUE_RANGE / 6)
-    hue = np.floor(hue + 0.5) % HUE_RANGE
-    hsv = np.stack([hue, np.floor(saturation + 0.5), value], axis=-1)
-    return hsv.astype(np.uint8)
+    return (np.floor(hue + 0.5) % HUE_RANGE).astype(np.uint8)
+
+
+def _saturation_units(diff: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """OpenCV saturation (0..255): (max - min) * 255 / max, rounded; 0 for black."""
+    diff, value = np.asarray(diff, dtype=np.float64), np.asarray(value, dtype=np.float64)
+    return _round_to_uint8(np.where(value == 0, 0, diff * 255 / np.where(value == 0, 1, value)))
+
+
+@functools.cache
+def _rgb_to_hsv_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Flat tables of every value: hue by (sector, numerator + 255, diff), saturation by
+    (diff, value)."""
+    sector, numerator, diff = np.meshgrid(
+        np.arange(3), np.arange(-255, 256), np.arange(256), indexing="ij"
+    )
+    diff_grid, value_grid = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    return _hue_units(sector, numerator, diff).ravel(), _saturation_units(
+        diff_grid, value_grid
+    ).ravel()
+
+
+def rgb_to_hsv(image: np.ndarray) -> np.ndarray:
+    """[H, W, 3] uint8 RGB -> uint8 HSV with H in 0..179 (degrees / 2), S and V in 0..255.
+
+    Hue and saturation are looked up in tables of `_hue_units` / `_saturation_units` over every
+    input they can get: exactly the float64 formulas' values, without float64 images."""
+    hue_table, saturation_table = _rgb_to_hsv_tables()
+    r, g, b = (image[..., c].astype(np.int32) for c in range(3))
+    value = np.maximum(np.maximum(r, g), b)
+    diff = value - np.minimum(np.minimum(r, g), b)
+    sector = np.where(value == r, 0, np.where(value == g, 1, 2))
+    numerator = np.where(sector == 0, g - b, np.where(sector == 1, b - r, r - g))
+    hue = hue_table.take(((sector * 511 + numerator + 255) << 8) + diff)
+    saturation = saturation_table.take((diff << 8) + value)
+    return np.stack([hue, saturation, value.astype(np.uint8)], axis=-1)
 
 
 # Per hue sector, which of (v, t, p, q) gives R, G and B.
 _SECTOR_SOURCES = np.array([(0, 1, 2), (3, 0, 2), (2, 0, 1), (2, 3, 0), (1, 2, 0), (0, 2, 3)])
 
 
+@functools.cache
+def _hsv_to_rgb_tables() -> tuple[np.ndarray, ...]:
+    """Per OpenCV hue: the table offset of its fraction f and its sector's channel sources;
+    the 8-bit candidates v by V, p by (S, V), t and q by (f, S, V), all flat."""
+    h = np.arange(HUE_RANGE, dtype=np.float64) * 6 / HUE_RANGE
+    fractions, fraction_index = np.unique(h - np.floor(h), return_inverse=True)
+    sources = _SECTOR_SOURCES[np.floor(h).astype(np.intp) % 6].T.copy()  # [3, 180]
+    s = np.arange(256, dtype=np.float64)[:, None] / 255  # [S, 1]
+    v = np.arange(256, dtype=np.float64)[None, :] / 255  # [1, V]
+    f = fractions[:, None, None]
+    v8 = _round_to_uint8(v[0] * 255)
+    p8 = _round_to_uint8(v * (1 - s) * 255)
+    t8 = _round_to_uint8(v * (1 - s * (1 - f)) * 255)
+    q8 = _round_to_uint8(v * (1 - s * f) * 255)
+    return fraction_index << 16, sources, v8, p8.ravel(), t8.ravel(), q8.ravel()
+
+
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    """Inverse of `rgb_to_hsv`: uint8 HSV (H 0..179) -> [H, W, 3] uint8 RGB."""
-    h = hsv[..., 0].astype(np.float64) * 6 / HUE_RANGE
-    s = hsv[..., 1].astype(np.float64) / 255
-    v = hsv[..., 2].astype(np.float64) / 255
-    floor = np.floor(h)
-    f = h - floor
-    sector = floor.astype(np.intp) % 6
-    candidates = np.stack([v, v * (1 - s * (1 - f)), v * (1 - s), v * (1 - s * f)])  # v t p q
-    rgb = np.take_along_axis(candidates, np.moveaxis(_SECTOR_SOURCES[sector], -1, 0), axis=0)
-    return np.clip(np.floor(np.moveaxis(rgb, 0, -1) * 255 + 0.5), 0, 255).astype(np.uint8)
+    """Inverse of `rgb_to_hsv`: uint8 HSV (H 0..179) -> [H, W, 3] uint8 RGB.
+
+    The sector formulas (v, t = v(1 - s(1 - f)), p = v(1 - s), q = v(1 - sf), rounded to 8
+    bits) are looked up in tables built from them in float64 over every (hue, S, V)."""
+    fraction_offset, sources, v8, p8, t8, q8 = _hsv_to_rgb_tables()
+    h, s, v = (hsv[..., c].astype(np.intp) for c in range(3))
+    sv = (s << 8) + v
+    ftsv = fraction_offset.take(h) + sv
+    candidates = np.stack([v8.take(v), t8.take(ftsv), p8.take(sv), q8.take(ftsv)])  # v t p q
+    flat = candidates.reshape(4, -1)
+    n = flat.shape[1]
+    positions = np.arange(n)
+    channels = [flat.ravel().take(sources[c].take(h).ravel() * n + positions) for c in range(3)]
+    return np.stack(channels, axis=-1).reshape(hsv.shape)
 
 
 def adjust_brightness(image: np.ndarray, delta: float) -> np.ndarray:
