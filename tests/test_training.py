@@ -199,3 +199,21 @@ def test_existing_run_needs_resume(cityscapes, tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
     assert main([*args, "--resume", "--set", "train.max_iters=3"]) == 0
     assert read_checkpoint(tmp_path / "run" / "model_final.pt")["iteration"] == 3
+
+
+def test_channels_last_training_follows_the_same_trajectory(cityscapes, tmp_path):
+    """NHWC convolutions change the memory layout, not the arithmetic: a few steps log the same
+    losses and end with the same weights (up to float reassociation), also after a resume."""
+    runs = {}
+    for layout in ("false", "true"):
+        out = tmp_path / f"nhwc-{layout}"
+        args = ["train", "--data", str(cityscapes), "--out", str(out), *FAST]
+        args += ["--set", "train.max_iters=4", "--set", "train.checkpoint_every=2"]
+        assert main([*args, "--set", f"train.channels_last={layout}"]) == 0
+        runs[layout] = out
+    torch.testing.assert_close(losses(runs["true"]), losses(runs["false"]), rtol=1e-4, atol=0)
+    flat = {
+        layout: read_checkpoint(run / "model_final.pt")["model"] for layout, run in runs.items()
+    }
+    for key, value in flat["false"].items():
+        torch.testing.assert_close(flat["true"][key], value, rtol=1e-4, atol=1e-5)

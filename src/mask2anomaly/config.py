@@ -168,6 +168,9 @@ class TrainConfig:
     poly_power: float = 0.9
     clip_grad_norm: float = 0.01
     amp: bool = True
+    # Convolutions in NHWC layout (weights and input images): same arithmetic, faster oneDNN
+    # kernels on CPU for the small demo model.
+    channels_last: bool = False
     checkpoint_every: int = 45000
     eval_every: int = 5000
     log_every: int = 20

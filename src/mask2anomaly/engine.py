@@ -111,6 +111,7 @@ def train_step(
     *,
     scaler: torch.amp.GradScaler | None,
     max_grad_norm: float,
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """Forward, every loss, backward, clip, step. Returns the logged (unreduced) scalars.
 
@@ -121,6 +122,8 @@ def train_step(
     net: Mask2Anomaly = model.module if hasattr(model, "module") else model
     batch = batch.to(device)
     images = net.preprocess(batch.images)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.float16, enabled=scaler is not None):
         outputs = model(images)
     terms: dict[str, torch.Tensor] = {}

@@ -138,6 +138,8 @@ class Trainer:
     def __post_init__(self) -> None:
         train = self.cfg.train
         self.model.to(self.ctx.device).train()
+        if train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.criterion = build_criterion(self.cfg).to(self.ctx.device)
         self.optimizer = build_optimizer(
             self.model,
@@ -286,6 +288,7 @@ class Trainer:
                     self.scheduler,
                     scaler=self.scaler,
                     max_grad_norm=train.clip_grad_norm,
+                    channels_last=train.channels_last,
                 )
             except FloatingPointError as error:
                 last = self.run.last_checkpoint()
