@@ -6,8 +6,9 @@ attention, sweeps of the contrastive margin (Table 3a) and of the outlier probab
 AnomalyMix (Table 3e), and the official code's form of the contrastive loss (outlier.loss=margin,
 m = 1) in place of the demo's margin on the anomaly score (see OutlierLoss). Every model trains
 with the demo's settings on the same world, so runs are comparable with each other (not with the
-paper's Cityscapes numbers). Results go to OUT/ablation.md. Long: each variant is a full stage 1
-(~10 min on 2 cores) or stage 2 (~2 min).
+paper's Cityscapes numbers). Results go to OUT/ablation.md, a row as soon as it is known. Long:
+each variant is a full stage 1 (~12 min on 2 cores) or stage 2 (~2 min); about 45 min after a
+finished demo.
 
     python bench/ablation.py --out ablation [--quick] [--device auto]
 

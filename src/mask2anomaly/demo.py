@@ -62,8 +62,8 @@ PLANS = {
         num_val=50,
         num_outliers=120,
         num_test=30,
-        stage1=("train.max_iters=1100", "train.eval_every=0"),
-        stage2=("train.max_iters=150", "train.lr=1e-3", "train.eval_every=0", *FINETUNE),
+        stage1=("train.max_iters=1300", "train.eval_every=0"),
+        stage2=("train.max_iters=100", "train.lr=1e-3", "train.eval_every=0", *FINETUNE),
     ),
     "quick": DemoPlan(
         num_train=24,
