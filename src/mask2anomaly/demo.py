@@ -149,6 +149,7 @@ class StagePredictions:
         self.out, self.device = out, device
         self.stage: str | None = None
         self.predictor: Predictor | None = None
+        self.unflipped: Predictor | None = None  # the same model without the flipped pass
         self.memo: dict[bytes, Prediction] = {}
 
     def _load(self, stage: str) -> Predictor:
@@ -158,6 +159,11 @@ class StagePredictions:
                 self.out / stage / "model_final.pt",
                 device=self.device,
                 overrides=["scoring.refinement=official"],
+            )
+            self.unflipped = Predictor(
+                self.predictor.model,
+                scoring=self.predictor.scoring,
+                inference=dataclasses.replace(self.predictor.inference, flip=False),
             )
             self.stage = stage
         return self.predictor
@@ -178,13 +184,8 @@ class StagePredictions:
     def semantic(self, stage: str, image: np.ndarray) -> np.ndarray:
         """Semantic map of an image not scored for anomalies (val): the semantic map comes from
         the unflipped view alone, so it is predicted without the flipped forward pass."""
-        predictor = self._load(stage)
-        plain = Predictor(
-            predictor.model,
-            scoring=predictor.scoring,
-            inference=dataclasses.replace(predictor.inference, flip=False),
-        )
-        return plain.predict(image).semantic
+        self._load(stage)
+        return self.unflipped.predict(image).semantic
 
 
 def _evaluate(out: Path, world: Path, device: str) -> list[dict[str, Any]]:

@@ -93,10 +93,9 @@ def uncertain_point_coords(
     # (the same set) is half the cost of sorted on CPU.
     index = torch.topk(uncertainty, k=num_uncertain, dim=1, sorted=False).indices
     # Gather (x, y) pairs as single 64-bit items (bit-exact copies, one lookup per point).
-    bit_exact = candidates.dtype == torch.float32 and candidates.is_contiguous()
-    pairs = candidates.view(torch.int64) if bit_exact else None
-    if pairs is not None:
-        chosen = torch.gather(pairs.squeeze(-1), 1, index).unsqueeze(-1).view(torch.float32)
+    if candidates.dtype == torch.float32 and candidates.is_contiguous():
+        pairs = candidates.view(torch.int64).squeeze(-1)  # [M, P_cand]
+        chosen = torch.gather(pairs, 1, index).unsqueeze(-1).view(torch.float32)
     else:
         chosen = torch.gather(candidates, 1, index.unsqueeze(-1).expand(-1, -1, 2))
     num_random = num_points - num_uncertain
