@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mask2anomaly.config import load_config
 from mask2anomaly.data.benchmarks import load_benchmark
-from mask2anomaly.demo import (
+from mask2anomaly.demo.run import (
     FINETUNE,
     PLANS,
     TEST_SETS,
@@ -32,7 +32,7 @@ from mask2anomaly.demo import (
     prepare_world,
     train_stage,
 )
-from mask2anomaly.evaluation import score_dataset
+from mask2anomaly.evaluation.driver import score_dataset
 from mask2anomaly.fileio import write_text_atomic
 
 ATTENTIONS = ("cross", "masked", "global")

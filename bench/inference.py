@@ -64,7 +64,7 @@ class PeakMemory:
 
 def worker_predictor(size: tuple[int, int], flip: bool, device: torch.device, repeats: int) -> dict:
     from mask2anomaly.config import InferenceConfig, ModelConfig
-    from mask2anomaly.inference import Predictor
+    from mask2anomaly.inference.predictor import Predictor
     from mask2anomaly.model import build_model
 
     torch.manual_seed(0)

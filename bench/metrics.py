@@ -19,7 +19,7 @@ import tracemalloc
 
 import numpy as np
 
-from mask2anomaly.metrics import PROTOCOLS, make_pixel_metrics
+from mask2anomaly.evaluation.pixel_metrics import PROTOCOLS, make_pixel_metrics
 
 MIB = 2**20
 

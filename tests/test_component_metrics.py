@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mask2anomaly import component_metrics as C
+from mask2anomaly.evaluation import component_metrics as C
 
 TOL = 1e-9
 

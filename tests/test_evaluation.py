@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mask2anomaly import metrics as M
 from mask2anomaly.cli import main
 from mask2anomaly.data.benchmarks import load_benchmark
 from mask2anomaly.errors import UserError
-from mask2anomaly.evaluation import load_map, save_map, score_dataset, score_maps
+from mask2anomaly.evaluation import pixel_metrics as M
+from mask2anomaly.evaluation.driver import load_map, save_map, score_dataset, score_maps
 
 
 def _make_dataset(root: Path) -> None:
@@ -135,9 +135,9 @@ def test_cli_evaluate_with_a_stand_in_predictor(tmp_path, monkeypatch):
         def predict(self, image):
             return types.SimpleNamespace(anomaly_score=_score(image))
 
-    fake = types.ModuleType("mask2anomaly.inference")
+    fake = types.ModuleType("mask2anomaly.inference.predictor")
     fake.Predictor = FakePredictor
-    monkeypatch.setitem(sys.modules, "mask2anomaly.inference", fake)
+    monkeypatch.setitem(sys.modules, "mask2anomaly.inference.predictor", fake)
     weights = tmp_path / "model.pt"
     weights.write_bytes(b"")
     out = tmp_path / "eval"

@@ -12,13 +12,13 @@ import torch
 from mask2anomaly.checkpoint import load_model, save_checkpoint
 from mask2anomaly.cli import main
 from mask2anomaly.config import load_config
-from mask2anomaly.inference import Predictor
+from mask2anomaly.inference.predictor import Predictor
 from mask2anomaly.model import build_model
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from mask2anomaly.export import OnnxNetwork, export_onnx, onnx_max_differences  # noqa: E402
+from mask2anomaly.inference.export import OnnxNetwork, export_onnx, onnx_max_differences  # noqa: E402
 
 TOLERANCE = 1e-4
 SMALL = ["inference.min_size=64", "inference.max_size=96", "inference.flip=False"]

@@ -15,7 +15,7 @@ from mask2anomaly.config import InferenceConfig, ScoringConfig
 from mask2anomaly.data.anomaly_mix import AnomalyMix
 from mask2anomaly.data.cityscapes import CityscapesSemantic
 from mask2anomaly.data.outliers import open_outliers
-from mask2anomaly.inference import Predictor
+from mask2anomaly.inference.predictor import Predictor
 
 COMMON = [
     "--config",
@@ -134,7 +134,7 @@ def test_stage2_can_freeze_a_backbone_trained_unfrozen(tmp_path):
     from mask2anomaly.checkpoint import save_checkpoint
     from mask2anomaly.config import load_config
     from mask2anomaly.model import build_model
-    from mask2anomaly.training import init_weights
+    from mask2anomaly.train.trainer import init_weights
 
     torch.manual_seed(0)
     cfg = load_config("tiny", ["model.backbone.freeze=false"])

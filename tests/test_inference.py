@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mask2anomaly.errors import UserError
-from mask2anomaly.inference import Predictor, resized_shape
+from mask2anomaly.inference.predictor import Predictor, resized_shape
 from mask2anomaly.model import build_model
 
 

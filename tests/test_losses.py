@@ -10,9 +10,9 @@ import torch.distributed as dist
 
 from mask2anomaly.config import Config
 from mask2anomaly.data.types import Target
-from mask2anomaly.losses import SetCriterion, average_num_masks, dice_loss, sigmoid_bce_loss
-from mask2anomaly.matcher import HungarianMatcher
 from mask2anomaly.model.mask2anomaly import ModelOutput, build_model
+from mask2anomaly.train.losses import SetCriterion, average_num_masks, dice_loss, sigmoid_bce_loss
+from mask2anomaly.train.matcher import HungarianMatcher
 
 NUM_CLASSES = 2
 
@@ -67,7 +67,7 @@ def test_mask_losses_on_hand_worked_points(monkeypatch: pytest.MonkeyPatch) -> N
     def fixed_points(mask_logits: torch.Tensor, **_: object) -> torch.Tensor:
         return centres.expand(mask_logits.shape[0], -1, -1)
 
-    monkeypatch.setattr("mask2anomaly.losses.uncertain_point_coords", fixed_points)
+    monkeypatch.setattr("mask2anomaly.train.losses.uncertain_point_coords", fixed_points)
     mask_logits = torch.tensor([[[[1.0, -2.0], [0.5, 3.0]], [[0.0, 0.0], [0.0, 0.0]],
                                  [[-1.0, 2.0], [1.5, -0.5]]]])  # [1, 3, 2, 2]  # fmt: skip
     masks = torch.zeros(2, 4, 8, dtype=torch.bool)
@@ -146,7 +146,7 @@ def test_losses_are_normalised_per_mask(monkeypatch: pytest.MonkeyPatch) -> None
     # mean cross-entropy, so every term is unchanged. Points are fixed and matching uses the class
     # cost only, which makes both runs see identical points and matches.
     centres = torch.rand(50, 2, generator=torch.Generator().manual_seed(9))
-    monkeypatch.setattr("mask2anomaly.losses.uncertain_point_coords",
+    monkeypatch.setattr("mask2anomaly.train.losses.uncertain_point_coords",
                         lambda logits, **_: centres.expand(logits.shape[0], -1, -1))  # fmt: skip
     gen = torch.Generator().manual_seed(3)
     outputs, targets = random_outputs(gen, num_aux=1, batch=1), random_targets(gen, batch=1)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mask2anomaly.data.types import Target
-from mask2anomaly.matcher import HungarianMatcher
+from mask2anomaly.train.matcher import HungarianMatcher
 
 NUM_CLASSES = 3
 

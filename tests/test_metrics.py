@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from mask2anomaly import metrics as M
+from mask2anomaly.evaluation import pixel_metrics as M
 
 TOL = 1e-9
 

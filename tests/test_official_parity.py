@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from mask2anomaly.checkpoint import import_official
 from mask2anomaly.config import InferenceConfig
-from mask2anomaly.inference import Predictor
+from mask2anomaly.inference.predictor import Predictor
 from mask2anomaly.scoring import (
     anomaly_from_semantic,
     refine,

@@ -10,7 +10,7 @@ from torch import nn
 
 from mask2anomaly.config import Config
 from mask2anomaly.model.mask2anomaly import build_model
-from mask2anomaly.optim import (
+from mask2anomaly.train.optim import (
     PolySchedule,
     build_optimizer,
     build_scheduler,

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from mask2anomaly.data.types import Target
 from mask2anomaly.model.mask2anomaly import ModelOutput
-from mask2anomaly.outlier_loss import OutlierLoss, score_map_for_image
 from mask2anomaly.scoring import max_class_score
+from mask2anomaly.train.outlier_loss import OutlierLoss, score_map_for_image
 
 # One query, one inlier class: softmax([ln 3, 0]) = [0.75, 0.25], so the class score is 0.75 and
 # max_k S = 0.75 * sigmoid(mask logit). The mask logits below give sigmoid 0.5, 0.75, 1, 0.

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mask2anomaly.point_sampling import (
+from mask2anomaly.train.point_sampling import (
     mask_uncertainty,
     point_sample,
     rand_points,

@@ -10,14 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from mask2anomaly.annotate import OUTPUT_SUFFIXES
 from mask2anomaly.checkpoint import save_checkpoint
 from mask2anomaly.cli import main
 from mask2anomaly.config import load_config
-from mask2anomaly.inference import Predictor
-from mask2anomaly.media import read_image, to_rgb_uint8
+from mask2anomaly.inference.annotate import OUTPUT_SUFFIXES
+from mask2anomaly.inference.media import read_image, to_rgb_uint8
+from mask2anomaly.inference.pictures import PNG16_MAX, png16_to_anomaly
+from mask2anomaly.inference.predictor import Predictor
 from mask2anomaly.model import build_model
-from mask2anomaly.visualize import PNG16_MAX, png16_to_anomaly
 
 SMALL = ["inference.min_size=32", "inference.max_size=64"]
 
@@ -106,7 +106,7 @@ def test_image_modes_become_rgb_uint8():
 
 
 def _write_video(path: Path, num_frames: int, fps: int, size: tuple[int, int]) -> None:
-    from mask2anomaly.media import VideoWriter
+    from mask2anomaly.inference.media import VideoWriter
 
     writer = VideoWriter(path, Fraction(fps))
     for i in range(num_frames):

@@ -17,7 +17,7 @@ import torch
 from cityscapes_fixture import write_cityscapes
 from mask2anomaly.checkpoint import read_checkpoint
 from mask2anomaly.cli import main
-from mask2anomaly.engine import SampleStream
+from mask2anomaly.train.step import SampleStream
 
 # Small and fast: 64x128 crops, no scale jitter, the tiny model.
 FAST = [

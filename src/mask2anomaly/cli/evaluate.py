@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
-from ..metrics import PROTOCOLS
+from ..evaluation.pixel_metrics import PROTOCOLS
 from .common import add_device, add_overrides
 
 
@@ -93,8 +93,8 @@ def _datasets(args: argparse.Namespace) -> list:
 def _finish(args: argparse.Namespace, datasets: list, results: list[dict]) -> int:
     from PIL import Image
 
-    from ..evaluation import load_map
-    from ..report import overlay, write_report
+    from ..evaluation.driver import load_map
+    from ..evaluation.report import overlay, write_report
 
     out = Path(args.out)
     write_report(out, results)
@@ -113,7 +113,7 @@ def _finish(args: argparse.Namespace, datasets: list, results: list[dict]) -> in
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from ..evaluation import score_maps
+    from ..evaluation.driver import score_maps
 
     datasets, results = _datasets(args), []
     for dataset in datasets:
@@ -136,8 +136,8 @@ def run_score(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..distributed import resolve_device
-    from ..evaluation import evaluate_semantic, score_dataset, score_maps
-    from ..inference import Predictor
+    from ..evaluation.driver import evaluate_semantic, score_dataset, score_maps
+    from ..inference.predictor import Predictor
 
     if not Path(args.weights).is_file():
         raise UserError(f"{args.weights}: checkpoint not found")

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..checkpoint import load_checkpoint_config, load_model
-    from ..export import OnnxNetwork, export_onnx, onnx_max_differences
+    from ..inference.export import OnnxNetwork, export_onnx, onnx_max_differences
 
     cfg = load_checkpoint_config(args.weights)
     model = load_model(args.weights)

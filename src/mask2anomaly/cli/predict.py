@@ -64,12 +64,12 @@ def _predictor(args: argparse.Namespace):
     from ..checkpoint import load_checkpoint_config, load_model
     from ..config import config_from_dict, config_to_dict, deep_merge, parse_override
     from ..distributed import resolve_device
-    from ..inference import Predictor
+    from ..inference.predictor import Predictor
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if args.backend == "onnxruntime":
-        from ..export import OnnxNetwork
+        from ..inference.export import OnnxNetwork
 
         if not args.onnx:
             raise UserError("--backend onnxruntime needs --onnx MODEL.onnx")
@@ -96,8 +96,8 @@ def _predictor(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..annotate import AnnotateOptions, annotate_images, annotate_video
-    from ..media import discover_inputs
+    from ..inference.annotate import AnnotateOptions, annotate_images, annotate_video
+    from ..inference.media import discover_inputs
 
     inputs, problems = discover_inputs(args.inputs)
     for problem in problems:

@@ -70,7 +70,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def _run(args: argparse.Namespace, *, stage2: bool) -> int:
     from .. import distributed
-    from ..training import build_trainer, outlier_parts, resolve_run
+    from ..train.trainer import build_trainer, outlier_parts, resolve_run
 
     overrides = _overrides(args)
     ctx = distributed.setup(args.device)

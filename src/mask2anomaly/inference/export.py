@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, ConfigError, config_from_dict, config_to_dict
-from .errors import UserError
-from .fileio import atomic_path
-from .model import Mask2Anomaly
-from .model.mask2anomaly import ModelOutput
+from ..config import Config, ConfigError, config_from_dict, config_to_dict
+from ..errors import UserError
+from ..fileio import atomic_path
+from ..model import Mask2Anomaly
+from ..model.mask2anomaly import ModelOutput
 
 CONFIG_KEY = "mask2anomaly.config"  # ONNX metadata entry holding the config as JSON
 INPUT_NAME, OUTPUT_NAMES = "images", ("class_logits", "mask_logits")

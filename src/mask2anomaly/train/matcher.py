@@ -13,7 +13,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from .data.types import Target
+from ..data.types import Target
 from .point_sampling import point_sample, rand_points, sample_padded_mask_sets
 
 # The mask logits are predicted at 1/4 of the padded input size (pixel decoder output stride).

@@ -15,8 +15,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import UserError
-from .fileio import atomic_path, publish, temporary_beside
+from ..errors import UserError
+from ..fileio import atomic_path, publish, temporary_beside
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.types import Target
+from ..data.types import Target
+from ..model.mask2anomaly import ModelOutput
+from ..scoring import max_class_score
 from .matcher import MASK_STRIDE
-from .model.mask2anomaly import ModelOutput
-from .scoring import max_class_score
 
 OutlierLossKind = Literal["margin", "bce", "score_margin"]
 OUTLIER_LOSS_KINDS = ("margin", "bce", "score_margin")

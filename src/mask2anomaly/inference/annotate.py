@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import UserError
-from .inference import Prediction, Predictor
+from ..errors import UserError
 from .media import (
     MediaInput,
     VideoReader,
@@ -32,7 +31,8 @@ from .media import (
     save_image_atomic,
     save_npy_atomic,
 )
-from .visualize import anomaly_to_png16, colorize_semantic, heat_overlay, prediction_panel
+from .pictures import anomaly_to_png16, colorize_semantic, heat_overlay, prediction_panel
+from .predictor import Prediction, Predictor
 
 OUTPUT_SUFFIXES = ("_anomaly.npy", "_anomaly.png", "_overlay.jpg", "_semantic.png", "_panel.jpg")
 JPEG_QUALITY = 92

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from .config import IGNORE_INDEX
+from ..config import IGNORE_INDEX
 
 PROTOCOLS = ("smiyc", "exact", "mask2anomaly")
 SMIYC_NUM_BINS = 768  # "PixBinaryClass" config of SMIYC (A.2): 384 quantiles per class and frame

@@ -15,12 +15,12 @@ import torch
 from torch import nn
 from torch.utils.data import Sampler
 
-from .config import Config
-from .data.types import Batch
-from .errors import UserError
+from ..config import Config
+from ..data.types import Batch
+from ..errors import UserError
+from ..model import Mask2Anomaly, ModelOutput
 from .losses import SetCriterion
 from .matcher import HungarianMatcher
-from .model import Mask2Anomaly, ModelOutput
 from .optim import clip_grad_norm_full_model
 
 # (outputs, targets) -> weighted loss terms; the training loop binds per-step generators.

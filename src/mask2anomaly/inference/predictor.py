@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .config import Config, InferenceConfig, ScoringConfig
-from .errors import UserError
-from .model import Mask2Anomaly
-from .scoring import (
+from ..config import Config, InferenceConfig, ScoringConfig
+from ..errors import UserError
+from ..model import Mask2Anomaly
+from ..scoring import (
     anomaly_from_semantic,
     refine,
     refinement_map,
@@ -134,7 +134,7 @@ class Predictor:
         cls, path: str | Path, *, device: str | torch.device = "cpu", overrides: Sequence[str] = ()
     ) -> Predictor:
         """Load a native checkpoint; `overrides` such as "scoring.refinement=none" apply."""
-        from .checkpoint import load_checkpoint_config, load_model
+        from ..checkpoint import load_checkpoint_config, load_model
 
         cfg: Config = load_checkpoint_config(path, overrides)
         model = load_model(path, device=device)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .fileio import write_json_atomic, write_text_atomic
-from .metrics import PixelCurve
+from ..fileio import write_json_atomic, write_text_atomic
+from .pixel_metrics import PixelCurve
 
 CURVE_SIZE = 480  # pixels per side of a curve plot
 MARGIN = 48

@@ -15,9 +15,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .data.types import Target
+from ..data.types import Target
+from ..model.mask2anomaly import ModelOutput
 from .matcher import HungarianMatcher, padded_size_of
-from .model.mask2anomaly import ModelOutput
 from .point_sampling import point_sample, sample_padded_mask_sets, uncertain_point_coords
 
 

@@ -23,9 +23,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import distributed
-from .checkpoint import load_backbone_weights, read_checkpoint, save_checkpoint
-from .config import (
+from .. import distributed
+from ..checkpoint import load_backbone_weights, read_checkpoint, save_checkpoint
+from ..config import (
     Config,
     config_from_dict,
     config_to_dict,
@@ -34,20 +34,20 @@ from .config import (
     parse_override,
     save_config,
 )
-from .data.anomaly_mix import AnomalyMix
-from .data.benchmarks import Benchmark, load_benchmark
-from .data.cityscapes import CityscapesSemantic
-from .data.outliers import open_outliers
-from .data.transforms import LabeledImage, TrainTransform
-from .data.types import collate
-from .engine import SampleStream, build_criterion, step_seed, train_step
-from .errors import UserError
-from .evaluation import evaluate_semantic
-from .fileio import json_safe, write_text_atomic
-from .inference import Predictor
-from .model import Mask2Anomaly, build_model
+from ..data.anomaly_mix import AnomalyMix
+from ..data.benchmarks import Benchmark, load_benchmark
+from ..data.cityscapes import CityscapesSemantic
+from ..data.outliers import open_outliers
+from ..data.transforms import LabeledImage, TrainTransform
+from ..data.types import collate
+from ..errors import UserError
+from ..evaluation.driver import evaluate_semantic
+from ..fileio import json_safe, write_text_atomic
+from ..inference.predictor import Predictor
+from ..model import Mask2Anomaly, build_model
 from .optim import build_optimizer, build_scheduler
 from .outlier_loss import OutlierLoss
+from .step import SampleStream, build_criterion, step_seed, train_step
 
 Transform = Callable[[LabeledImage, np.random.Generator], LabeledImage]
 

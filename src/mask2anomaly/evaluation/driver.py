@@ -17,11 +17,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..data.benchmarks import Benchmark
+from ..errors import UserError
+from ..fileio import atomic_path
 from .component_metrics import TRACKS, ComponentMetrics
-from .data.benchmarks import Benchmark
-from .errors import UserError
-from .fileio import atomic_path
-from .metrics import ConfusionMatrix, ExactPixelMetrics, make_pixel_metrics
+from .pixel_metrics import ConfusionMatrix, ExactPixelMetrics, make_pixel_metrics
 
 log = logging.getLogger(__name__)
 

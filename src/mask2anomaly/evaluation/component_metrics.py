@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .config import IGNORE_INDEX
+from ..config import IGNORE_INDEX
 
 SIOU_THRESHOLDS = np.linspace(0.25, 0.75, 11)  # the 8th is 0.6000000000000001, as in SMIYC
 REPORTED_THRESHOLDS = {"f1_25": 0, "f1_50": 5, "f1_75": 10}  # indices into SIOU_THRESHOLDS

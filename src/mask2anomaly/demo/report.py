@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .data.benchmarks import load_benchmark
-from .evaluation import load_map
-from .fileio import json_safe, write_text_atomic
-from .report import draw_curves
-from .visualize import heat_overlay, side_by_side
+from ..data.benchmarks import load_benchmark
+from ..evaluation.driver import load_map
+from ..evaluation.report import draw_curves
+from ..fileio import json_safe, write_text_atomic
+from ..inference.pictures import heat_overlay, side_by_side
 
 METRICS = (("auprc", "AuPRC"), ("fpr95", "FPR95"))
 COMPONENTS = (("siou", "sIoU"), ("ppv", "PPV"), ("f1_mean", "F1*"))
@@ -79,7 +79,7 @@ def write_demo_report(
 ) -> str:
     """report.md, results.json, pr_curves.png and panels/*.png in `out`; returns the table.
     `stages`: each training stage's overrides of the `demo` config, listed in the report."""
-    from .demo import TEST_SETS
+    from .run import TEST_SETS
 
     names = [name for name, _ in TEST_SETS]
     table = results_table(rows, names)

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from . import distributed
-from .data.benchmarks import load_benchmark
-from .data.synthetic import count_images, existing_world, write_world
-from .data.synthetic.writer import default_workers
-from .evaluation import evaluate_semantic, score_dataset
-from .inference import Prediction, Predictor
-from .training import build_trainer, outlier_parts, resolve_run
+from .. import distributed
+from ..data.benchmarks import load_benchmark
+from ..data.synthetic import count_images, existing_world, write_world
+from ..data.synthetic.writer import default_workers
+from ..evaluation.driver import evaluate_semantic, score_dataset
+from ..inference.predictor import Prediction, Predictor
+from ..train.trainer import build_trainer, outlier_parts, resolve_run
 
 TEST_SETS = (
     ("road-anomaly-21", "dataset_AnomalyTrack"),
@@ -255,7 +255,7 @@ def run_demo(
         progress=progress,
     )
     rows = _evaluate(out, world, device)
-    from .demo_report import write_demo_report
+    from .report import write_demo_report
 
     seconds = time.perf_counter() - started
     stages = {"Stage 1": plan.stage1, "Stage 2": plan.stage2}

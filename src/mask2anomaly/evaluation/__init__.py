@@ -1,0 +1,1 @@
+"""mask2anomaly.evaluation."""
