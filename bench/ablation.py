@@ -24,14 +24,8 @@ from pathlib import Path
 
 from mask2anomaly.config import load_config
 from mask2anomaly.data.benchmarks import load_benchmark
-from mask2anomaly.demo.run import (
-    FINETUNE,
-    PLANS,
-    TEST_SETS,
-    StagePredictions,
-    prepare_world,
-    train_stage,
-)
+from mask2anomaly.demo.plan import FINETUNE, PLANS, TEST_SETS
+from mask2anomaly.demo.run import StagePredictions, prepare_world, train_stage
 from mask2anomaly.evaluation.driver import score_dataset
 from mask2anomaly.fileio import write_text_atomic
 
@@ -53,8 +47,10 @@ def scores(
             partial(predictions.anomaly, stage, refinement),
             out / "eval" / f"{stage}-{refinement}",  # the demo's maps, where it made them
             protocols=("smiyc",),
-        )["pixel"]["smiyc"]
-        cells += [f"{100 * result['auprc']:.1f}", f"{100 * result['fpr95']:.1f}"]
+        )
+        assert result is not None
+        pixel = result.pixel["smiyc"]
+        cells += [f"{100 * pixel.auprc:.1f}", f"{100 * pixel.fpr95:.1f}"]
     return cells
 
 

@@ -23,8 +23,8 @@ from inference import MIB, PeakMemory  # noqa: E402  (the sibling benchmark's me
 from mask2anomaly.config import load_config  # noqa: E402
 from mask2anomaly.data.types import Target  # noqa: E402
 from mask2anomaly.model import build_model  # noqa: E402
+from mask2anomaly.train.losses import build_criterion  # noqa: E402
 from mask2anomaly.train.optim import build_optimizer, clip_grad_norm_full_model  # noqa: E402
-from mask2anomaly.train.step import build_criterion  # noqa: E402
 
 
 def synthetic_batch(

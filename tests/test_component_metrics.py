@@ -81,9 +81,9 @@ def test_random_frames_match_reference(track):
         metrics.update(score, label)
     got = metrics.compute()
     ref = _reference_dataset(frames, 0.45, limits.min_pred_size, limits.min_gt_size)
-    assert got["num_gt_components"] > 5 and got["num_pred_components"] > 5
+    assert got.num_gt_components > 5 and got.num_pred_components > 5
     for key, value in ref.items():
-        assert got[key] == pytest.approx(value, abs=TOL), key
+        assert getattr(got, key) == pytest.approx(value, abs=TOL), key
 
 
 OBSTACLE = C.Track(min_pred_size=3, min_gt_size=2)
@@ -130,7 +130,7 @@ def test_size_limits_void_removal_and_strict_threshold():
     metrics = C.ComponentMetrics(0.5, OBSTACLE)
     metrics.update(score, label)
     result = metrics.compute()
-    assert result["fp"] == [1] * 11 and result["fn"] == [1] * 11 and result["f1_mean"] == 0.0
+    assert list(result.fp) == [1] * 11 and list(result.fn) == [1] * 11 and result.f1_mean == 0.0
 
 
 def test_frame_without_anomaly_contributes_false_positives():
@@ -144,8 +144,8 @@ def test_frame_without_anomaly_contributes_false_positives():
     noisy[4:, 3:] = 1.0  # 6 px false positive
     metrics.update(noisy, clean)
     result = metrics.compute()
-    assert result["siou"] == 1.0 and result["ppv"] == 0.5
-    assert result["f1_mean"] == pytest.approx(2 / 3, abs=TOL)
+    assert result.siou == 1.0 and result.ppv == 0.5
+    assert result.f1_mean == pytest.approx(2 / 3, abs=TOL)
 
 
 def test_siou_exactly_point_six_is_a_miss_at_the_eighth_tau():
@@ -158,4 +158,4 @@ def test_siou_exactly_point_six_is_a_miss_at_the_eighth_tau():
     frame = metrics.update(score, label)
     assert frame.siou_gt.tolist() == [0.6]
     result = metrics.compute()
-    assert result["tp"][6] == 1 and result["tp"][7] == 0
+    assert result.tp[6] == 1 and result.tp[7] == 0

@@ -12,7 +12,7 @@ from mask2anomaly.cli import main
 from mask2anomaly.config import load_config
 from mask2anomaly.data.benchmarks import load_benchmark
 from mask2anomaly.data.synthetic import write_world
-from mask2anomaly.evaluation.driver import load_map
+from mask2anomaly.evaluation.maps import load_map
 from mask2anomaly.inference.predictor import Predictor
 from mask2anomaly.model import build_model
 

@@ -15,7 +15,8 @@ from mask2anomaly.cli import main
 from mask2anomaly.data.benchmarks import load_benchmark
 from mask2anomaly.errors import UserError
 from mask2anomaly.evaluation import pixel_metrics as M
-from mask2anomaly.evaluation.driver import load_map, save_map, score_dataset, score_maps
+from mask2anomaly.evaluation.driver import score_dataset, score_maps
+from mask2anomaly.evaluation.maps import load_map, save_map
 
 
 def _make_dataset(root: Path) -> None:
@@ -60,14 +61,12 @@ def test_score_dataset_stores_resumes_and_matches_direct_metrics(tmp_path):
     assert all(s.dtype == np.float16 for s in stored)
     frames = [(s, dataset.load_label(i)) for i, s in enumerate(stored)]
     for protocol in M.PROTOCOLS:
-        direct = M.pixel_metrics(frames, protocol).as_dict()
-        assert result["pixel"][protocol] == direct
-    assert result["pixel"]["mask2anomaly"]["num_frames"] == 3
-    assert result["components"]["track"] == "anomaly"
-    assert len(result["worst_frames"]) == 3  # frames with anomaly, lowest AP first
-    assert [w["ap"] for w in result["worst_frames"]] == sorted(
-        w["ap"] for w in result["worst_frames"]
-    )
+        direct = M.pixel_metrics(frames, protocol).to_dict()
+        assert result.pixel[protocol].to_dict() == direct
+    assert result.pixel["mask2anomaly"].num_frames == 3
+    assert result.track == "anomaly"
+    assert len(result.worst_frames) == 3  # frames with anomaly, lowest AP first
+    assert [w.ap for w in result.worst_frames] == sorted(w.ap for w in result.worst_frames)
 
 
 def test_map_readers_agree(tmp_path):

@@ -135,7 +135,7 @@ def test_smiyc_matches_literal_reference(dtype, ties):
     rng = np.random.default_rng(2)
     for _ in range(12):
         frames = _frames(rng, dtype, ties=ties, n=4, size=60)
-        got = M.pixel_metrics(frames, "smiyc").as_dict()
+        got = M.pixel_metrics(frames, "smiyc").to_dict()
         for key, value in _smiyc_reference(frames).items():
             assert got[key] == pytest.approx(value, abs=TOL), key
 
@@ -189,7 +189,7 @@ def test_sharded_merge_equals_single_process():
         for i, (s, lab) in enumerate(frames):
             shards[i % 2].update(s, lab, index=i)
         shards[0].merge(shards[1])
-        assert shards[0].compute().as_dict() == single.as_dict()
+        assert shards[0].compute().to_dict() == single.to_dict()
 
 
 def test_nan_scores_and_size_mismatch_are_rejected():
@@ -221,5 +221,5 @@ def test_miou_against_loop():
         union = np.sum(((pred == c) & (label != 255)) | (label == c))
         ious.append(inter / union if union else np.nan)
     got = cm.compute()
-    assert np.allclose(got["iou"], ious, atol=TOL, equal_nan=True)
-    assert got["miou"] == pytest.approx(np.nanmean(ious), abs=TOL)
+    assert np.allclose(got.iou, ious, atol=TOL, equal_nan=True)
+    assert got.miou == pytest.approx(np.nanmean(ious), abs=TOL)

@@ -17,14 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import (
-    Config,
-    ConfigError,
-    config_from_dict,
-    config_to_dict,
-    deep_merge,
-    parse_override,
-)
+from .config import Config, ConfigError, config_from_dict, config_to_dict
 from .distributed import resolve_device
 from .errors import UserError
 from .fileio import atomic_path
@@ -164,11 +157,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def _config_of(
     data: dict[str, Any], path: str | Path, overrides: tuple[str, ...] | list[str]
 ) -> Config:
-    values = data.get("config") or {}
-    for text in overrides:
-        values = deep_merge(values, parse_override(text))
     try:
-        return config_from_dict(values)
+        return config_from_dict(data.get("config") or {}).with_overrides(overrides)
     except ConfigError as error:
         raise UserError(f"{path}: {error}") from None
 

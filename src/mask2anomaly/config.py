@@ -23,6 +23,21 @@ from .errors import UserError
 
 IGNORE_INDEX = 255
 
+# Every choice of the package, spelled once; the modules that branch on a choice import its type
+# and list its values with `choices(...)`.
+BackboneDepth = Literal[18, 34, 50]
+CrossAttention = Literal["global", "masked", "cross"]  # Mask2Anomaly GMA / Mask2Former / plain
+Refinement = Literal["official", "paper", "none"]
+Precision = Literal["fp32", "tf32", "fp16", "bf16"]
+OutlierLossKind = Literal["margin", "bce", "score_margin"]
+Protocol = Literal["smiyc", "exact", "mask2anomaly"]
+TrackName = Literal["anomaly", "obstacle"]
+
+
+def choices(literal: Any) -> tuple[Any, ...]:
+    """The values of a Literal type, in declaration order."""
+    return typing.get_args(literal)
+
 
 class ConfigError(UserError, ValueError):
     """A configuration file or override that does not fit the config tree."""
@@ -30,7 +45,7 @@ class ConfigError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    depth: Literal[18, 34, 50] = 50
+    depth: BackboneDepth = 50
     # Channels of the stem and of the first stage's bottleneck (64 for the standard ResNets);
     # smaller values give a cheap CPU backbone with the same output contract.
     base_width: int = 64
@@ -58,7 +73,7 @@ class DecoderConfig:
     ffn_dim: int = 2048
     num_layers: int = 9  # real layer count (official DEC_LAYERS 10 counts the query prediction)
     # "global": global masked attention (Mask2Anomaly); "masked": Mask2Former; "cross": no mask.
-    cross_attention: Literal["global", "masked", "cross"] = "global"
+    cross_attention: CrossAttention = "global"
     dropout: float = 0.0
 
 
@@ -77,7 +92,7 @@ class ModelConfig:
 class ScoringConfig:
     # "official": the official inference (train IDs 2..10, i.e. stuff without road/sidewalk);
     # "paper": every stuff class except road (paper §3.4); "none": no refinement.
-    refinement: Literal["official", "paper", "none"] = "official"
+    refinement: Refinement = "official"
     refine_class_threshold: float = 0.95  # query kept when its max softmax score is above this
     refine_mask_threshold: float = 0.5  # pixel refined where score * sigmoid(mask) >= this
 
@@ -90,7 +105,7 @@ class InferenceConfig:
     flip: bool = True  # horizontal-flip averaging of the anomaly map (official script)
     # fp32 reproduces the official outputs (TF32 off on GPUs: with it, logits move by ~0.3);
     # tf32, fp16 and bf16 trade that for speed.
-    precision: Literal["fp32", "tf32", "fp16", "bf16"] = "fp32"
+    precision: Precision = "fp32"
 
 
 @dataclass(frozen=True)
@@ -110,7 +125,7 @@ class OutlierConfig:
     enabled: bool = False  # official OOD_FINETUNE
     # margin: Eq. 8 as the official code computes it; bce: its alternative; score_margin: the
     # margin on the anomaly score 1 + l_N, as the paper's text describes Eq. 8 (not official).
-    loss: Literal["margin", "bce", "score_margin"] = "margin"
+    loss: OutlierLossKind = "margin"
     weight: float = 1.0
     margin: float = 1.0  # official code; the paper states 0.75
     void_as_inlier: bool = True  # official: void pixels count as inliers in the loss
@@ -179,7 +194,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    protocol: Literal["smiyc", "exact", "mask2anomaly"] = "smiyc"
+    protocol: Protocol = "smiyc"
 
 
 @dataclass(frozen=True)
@@ -192,6 +207,13 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def with_overrides(self, overrides: typing.Sequence[str]) -> Config:
+        """This config with `section.key=value` overrides applied (each checked like YAML)."""
+        values = config_to_dict(self)
+        for text in overrides:
+            values = deep_merge(values, parse_override(text))
+        return config_from_dict(values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,11 +382,9 @@ def _read_yaml(path_or_name: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
     """Config from a YAML file (or packaged config name) plus `section.key=value` overrides."""
     values: dict[str, Any] = _read_yaml(path) if path is not None else {}
-    for text in overrides:
-        values = deep_merge(values, parse_override(text))
     where = f"{path}: " if path is not None else ""
     try:
-        return config_from_dict(values)
+        return config_from_dict(values).with_overrides(overrides)
     except ConfigError as error:
         raise ConfigError(f"{where}{error}") from None
 

@@ -16,11 +16,10 @@ class except road, train IDs 1..10, applied whenever a query qualifies).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 
-Refinement = Literal["official", "paper", "none"]
+from .config import Refinement
 
 # Cityscapes train IDs of the "stuff" classes the refinement masks out, per variant.
 REFINE_CLASS_IDS: dict[str, tuple[int, ...]] = {

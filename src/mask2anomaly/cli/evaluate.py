@@ -5,7 +5,6 @@ process 0 computes the metrics from all stored maps, so sharded = single-process
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..errors import UserError
@@ -90,23 +89,11 @@ def _datasets(args: argparse.Namespace) -> list:
     return [load_benchmark(n, r, **options) for n, r in zip(args.dataset, args.root, strict=True)]
 
 
-def _finish(args: argparse.Namespace, datasets: list, results: list[dict]) -> int:
-    from PIL import Image
-
-    from ..evaluation.driver import load_map
-    from ..evaluation.report import overlay, write_report
+def _finish(args: argparse.Namespace, datasets: list, results: list) -> int:
+    from ..evaluation.report import write_report
 
     out = Path(args.out)
-    write_report(out, results)
-    for dataset, result in zip(datasets, results, strict=True):
-        index = {f.frame_id: i for i, f in enumerate(dataset.frames)}
-        for worst in result.get("worst_frames", []):
-            i = index[worst["frame_id"]]
-            image, label = dataset[i]
-            picture = overlay(image, load_map(Path(worst["map"])), label)
-            target = out / "worst" / dataset.name / f"{worst['frame_id']}.png"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(picture).save(target)
+    write_report(out, results, datasets)
     print((out / "metrics.md").read_text(), end="")
     print(f"wrote {out / 'metrics.json'}")
     return 0
@@ -135,52 +122,47 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..distributed import resolve_device
+    from .. import distributed
     from ..evaluation.driver import evaluate_semantic, score_dataset, score_maps
     from ..inference.predictor import Predictor
 
     if not Path(args.weights).is_file():
         raise UserError(f"{args.weights}: checkpoint not found")
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", 0)))
-    datasets = _datasets(args)
-    predictor = Predictor.from_checkpoint(args.weights, device=device, overrides=args.overrides)
-    out = Path(args.out)
-    for dataset in datasets:
-        if dataset.track is not None:
-            score_dataset(
-                dataset,
-                lambda image: predictor.predict(image).anomaly_score,
-                out,
-                map_format=args.map_format,
-                shard=(rank, world),
-                compute_metrics=False,
-            )
-    if world > 1:
-        _barrier()
-        if rank != 0:
-            return 0
-    results = []
-    for dataset in datasets:
-        if dataset.track is None:
-            results.append(evaluate_semantic(dataset, lambda im: predictor.predict(im).semantic))
-        else:
-            results.append(
-                score_maps(
-                    out / "maps" / dataset.name,
+    ctx = distributed.setup(args.device)
+    try:
+        datasets = _datasets(args)
+        predictor = Predictor.from_checkpoint(
+            args.weights, device=ctx.device, overrides=args.overrides
+        )
+        out = Path(args.out)
+        for dataset in datasets:
+            if dataset.track is not None:
+                score_dataset(
                     dataset,
-                    args.protocol,
-                    round_to_float16=args.float16,
-                    track=args.track,
+                    lambda image: predictor.predict(image).anomaly_score,
+                    out,
+                    map_format=args.map_format,
+                    shard=(ctx.rank, ctx.world_size),
+                    compute_metrics=False,
                 )
-            )
-    return _finish(args, datasets, results)
-
-
-def _barrier() -> None:
-    """Wait for every torchrun process (gloo, so it works on CPU-only machines too)."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    dist.barrier()
+        distributed.barrier()
+        if not ctx.is_main:
+            return 0
+        results = []
+        for dataset in datasets:
+            if dataset.track is None:
+                segment = lambda image: predictor.predict(image).semantic  # noqa: E731
+                results.append(evaluate_semantic(dataset, segment))
+            else:
+                results.append(
+                    score_maps(
+                        out / "maps" / dataset.name,
+                        dataset,
+                        args.protocol,
+                        round_to_float16=args.float16,
+                        track=args.track,
+                    )
+                )
+        return _finish(args, datasets, results)
+    finally:
+        distributed.teardown()

@@ -62,7 +62,6 @@ def _overrides(args: argparse.Namespace, device_type: str) -> list[str]:
 def _predictor(args: argparse.Namespace):
     """Predictor over the torch model or the ONNX network, with the flags applied."""
     from ..checkpoint import load_checkpoint_config, load_model
-    from ..config import config_from_dict, config_to_dict, deep_merge, parse_override
     from ..distributed import resolve_device
     from ..inference.predictor import Predictor
 
@@ -74,12 +73,8 @@ def _predictor(args: argparse.Namespace):
         if not args.onnx:
             raise UserError("--backend onnxruntime needs --onnx MODEL.onnx")
         network = OnnxNetwork(args.onnx)
-        values = config_to_dict(network.config)
-        if args.weights:
-            values = config_to_dict(load_checkpoint_config(args.weights))
-        for text in [*_overrides(args, "cpu"), "inference.precision=fp32"]:
-            values = deep_merge(values, parse_override(text))
-        cfg = config_from_dict(values)
+        base = load_checkpoint_config(args.weights) if args.weights else network.config
+        cfg = base.with_overrides([*_overrides(args, "cpu"), "inference.precision=fp32"])
         return Predictor(
             network, scoring=cfg.scoring, inference=cfg.inference, batch_size=args.batch_size
         )

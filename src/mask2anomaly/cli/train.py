@@ -70,21 +70,20 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def _run(args: argparse.Namespace, *, stage2: bool) -> int:
     from .. import distributed
-    from ..train.trainer import build_trainer, outlier_parts, resolve_run
+    from ..train.run import resolve_run
+    from ..train.step import seed_everything
+    from ..train.trainer import build_trainer
 
-    overrides = _overrides(args)
     ctx = distributed.setup(args.device)
     try:
         run, cfg, last = resolve_run(
             args.out,
             config=args.config,
-            overrides=overrides,
+            overrides=_overrides(args),
             resume=args.resume,
             init=args.init if stage2 else None,
         )
-        anomaly_mix = outlier_loss = None
-        if stage2:
-            anomaly_mix, outlier_loss = outlier_parts(cfg, args.outliers)
+        seed_everything(cfg.train.seed)
         trainer = build_trainer(
             cfg,
             data_root=args.data,
@@ -93,8 +92,7 @@ def _run(args: argparse.Namespace, *, stage2: bool) -> int:
             ctx=ctx,
             init=args.init if stage2 else None,
             backbone_weights=None if stage2 else args.backbone_weights,
-            anomaly_mix=anomaly_mix,
-            outlier_loss=outlier_loss,
+            outliers=args.outliers if stage2 else None,
             progress=not args.no_progress,
             check_replicas=args.check_replicas,
         )

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from ..data.benchmarks import load_benchmark
-from ..evaluation.driver import load_map
+from ..evaluation.maps import load_map
 from ..evaluation.report import draw_curves
 from ..fileio import json_safe, write_text_atomic
 from ..inference.pictures import heat_overlay, side_by_side
+from .plan import TEST_SETS, DemoRow
 
 METRICS = (("auprc", "AuPRC"), ("fpr95", "FPR95"))
 COMPONENTS = (("siou", "sIoU"), ("ppv", "PPV"), ("f1_mean", "F1*"))
@@ -25,7 +25,7 @@ def _pct(value: float | None) -> str:
     return "–" if value is None or not np.isfinite(value) else f"{100 * value:.1f}"
 
 
-def results_table(rows: list[dict[str, Any]], test_sets: list[str]) -> str:
+def results_table(rows: list[DemoRow], test_sets: list[str]) -> str:
     """Markdown table: pixel and component metrics per test set (x100), inlier mIoU."""
     header = ["method"]
     for name in test_sets:
@@ -33,20 +33,18 @@ def results_table(rows: list[dict[str, Any]], test_sets: list[str]) -> str:
     header.append("val mIoU")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["row"]]
+        cells = [row.title]
         for name in test_sets:
-            pixel = row[name]["pixel"]["smiyc"]
-            components = row[name].get("components", {})
-            cells += [_pct(pixel.get(key)) for key, _ in METRICS]
-            cells += [_pct(components.get(key)) for key, _ in COMPONENTS]
-        cells.append(_pct(row["miou"]))
+            result = row.results[name]
+            pixel, components = result.pixel["smiyc"], result.components
+            cells += [_pct(getattr(pixel, key)) for key, _ in METRICS]
+            cells += [_pct(getattr(components, key, None)) for key, _ in COMPONENTS]
+        cells.append(_pct(row.miou))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _panels(
-    out: Path, world: Path, rows: list[dict[str, Any]], test_sets: dict[str, str]
-) -> list[Path]:
+def _panels(out: Path, world: Path, rows: list[DemoRow], test_sets: dict[str, str]) -> list[Path]:
     """For a few frames per test set: input | score of every row | ground truth."""
     written = []
     for name, folder in test_sets.items():
@@ -56,9 +54,9 @@ def _panels(
             frame_id = dataset.frames[i].frame_id
             tiles = [("input", image)]
             for row in rows:
-                maps = out / "eval" / f"{row['stage']}-{row['refinement']}" / "maps" / name
+                maps = out / "eval" / f"{row.stage}-{row.refinement}" / "maps" / name
                 score = load_map(next(maps.glob(f"{frame_id}.*")))
-                tiles.append((row["row"][:40], heat_overlay(image, score)))
+                tiles.append((row.title[:40], heat_overlay(image, score)))
             truth = np.where((label == 1)[..., None], [255, 40, 40], image // 3).astype(np.uint8)
             truth[label == 255] = (90, 90, 90)
             tiles.append(("ground truth (red: anomaly, grey: void)", truth))
@@ -72,36 +70,30 @@ def _panels(
 def write_demo_report(
     out: Path,
     world: Path,
-    rows: list[dict[str, Any]],
+    rows: list[DemoRow],
     *,
     seconds: float,
     stages: dict[str, tuple[str, ...]] | None = None,
 ) -> str:
     """report.md, results.json, pr_curves.png and panels/*.png in `out`; returns the table.
     `stages`: each training stage's overrides of the `demo` config, listed in the report."""
-    from .run import TEST_SETS
-
     names = [name for name, _ in TEST_SETS]
     table = results_table(rows, names)
     curves = {
-        f"{name}: {row['row']}": row[name]["curves"]["smiyc"] for name in names for row in rows
+        f"{name}: {row.title}": row.results[name].pixel["smiyc"].curve
+        for name in names
+        for row in rows
     }
     draw_curves(out / "pr_curves.png", curves, "pr")
     panels = _panels(out, world, rows, dict(TEST_SETS))
-    plain = [{k: v for k, v in row.items()} for row in rows]
-    for row in plain:
-        for name in names:
-            row[name] = {k: v for k, v in row[name].items() if k != "curves"}
-    write_text_atomic(out / "results.json", json.dumps(json_safe(plain), indent=2))
+    write_text_atomic(
+        out / "results.json", json.dumps(json_safe([row.to_dict() for row in rows]), indent=2)
+    )
+    first = rows[0].results
     anomaly_fraction = {
-        name: row[name]["pixel"]["smiyc"].get("num_pos", 0)
-        / max(
-            1,
-            row[name]["pixel"]["smiyc"].get("num_pos", 0)
-            + row[name]["pixel"]["smiyc"].get("num_neg", 0),
-        )
+        name: first[name].pixel["smiyc"].num_pos
+        / max(1, first[name].pixel["smiyc"].num_pos + first[name].pixel["smiyc"].num_neg)
         for name in names
-        for row in rows[:1]
     }
     text = [
         "# mask2anomaly demo on the synthetic road world\n",

@@ -19,7 +19,6 @@ import hashlib
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -30,56 +29,11 @@ from ..data.synthetic import count_images, existing_world, write_world
 from ..data.synthetic.writer import default_workers
 from ..evaluation.driver import evaluate_semantic, score_dataset
 from ..inference.predictor import Prediction, Predictor
-from ..train.trainer import build_trainer, outlier_parts, resolve_run
-
-TEST_SETS = (
-    ("road-anomaly-21", "dataset_AnomalyTrack"),
-    ("road-obstacle-21", "dataset_ObstacleTrack"),
-)
-
-
-# Stage 2 as the official fine-tuning freezes the backbone; the contrastive loss is Eq. 8 as the
-# paper's text describes it (on the anomaly score, m = 0.75), which on this world lowers FPR95
-# where the official code's form raises it (bench/ablation.py compares both).
-FINETUNE = ("model.backbone.freeze=true", "outlier.loss=score_margin", "outlier.margin=0.75")
-
-
-@dataclasses.dataclass(frozen=True)
-class DemoPlan:
-    """Sizes of one demo run: the world, and the two training stages (config overrides)."""
-
-    num_train: int
-    num_val: int
-    num_outliers: int
-    num_test: int
-    stage1: tuple[str, ...]
-    stage2: tuple[str, ...]
-
-
-PLANS = {
-    "default": DemoPlan(
-        num_train=300,
-        num_val=50,
-        num_outliers=120,
-        num_test=30,
-        stage1=("train.max_iters=1300", "train.eval_every=0"),
-        stage2=("train.max_iters=100", "train.lr=1e-3", "train.eval_every=0", *FINETUNE),
-    ),
-    "quick": DemoPlan(
-        num_train=24,
-        num_val=6,
-        num_outliers=16,
-        num_test=6,
-        stage1=("train.max_iters=60",),
-        stage2=("train.max_iters=20", "train.lr=1e-3", *FINETUNE),
-    ),
-}
-
-ROWS = (
-    ("Stage 1, Eq. 2 (Mask2Former-style baseline)", "stage1", "none"),
-    ("+ contrastive fine-tuning", "stage2", "none"),
-    ("+ refinement mask (Mask2Anomaly)", "stage2", "official"),
-)
+from ..train.run import resolve_run
+from ..train.step import seed_everything
+from ..train.trainer import build_trainer
+from .plan import PLANS, ROWS, TEST_SETS, DemoPlan, DemoRow
+from .report import write_demo_report
 
 
 def prepare_world(out: Path, plan: DemoPlan, seed: int, progress: bool) -> Path:
@@ -122,9 +76,7 @@ def train_stage(
         resume=True,
         init=init,
     )
-    mix = loss = None
-    if outliers is not None:
-        mix, loss = outlier_parts(cfg, outliers)
+    seed_everything(cfg.train.seed)
     trainer = build_trainer(
         cfg,
         data_root=data,
@@ -132,8 +84,7 @@ def train_stage(
         last=last,
         ctx=ctx,
         init=init,
-        anomaly_mix=mix,
-        outlier_loss=loss,
+        outliers=outliers,
         progress=progress,
     )
     return trainer.fit()
@@ -188,32 +139,33 @@ class StagePredictions:
         return self.unflipped.predict(image).semantic
 
 
-def _evaluate(out: Path, world: Path, device: str) -> list[dict[str, Any]]:
+def _evaluate(out: Path, world: Path, device: str) -> list[DemoRow]:
     """One result per row: pixel + component metrics per test set, and inlier mIoU."""
     rows = []
     val = load_benchmark("cityscapes", world / "cityscapes", split="val")
     predictions = StagePredictions(out, device)
     miou: dict[str, float] = {}
     for title, stage, refinement in ROWS:
-        row: dict[str, Any] = {"row": title, "stage": stage, "refinement": refinement}
+        results = {}
         for name, folder in TEST_SETS:
-            row[name] = score_dataset(
+            result = score_dataset(
                 load_benchmark(name, world / folder),
                 partial(predictions.anomaly, stage, refinement),
                 out / "eval" / f"{stage}-{refinement}",
                 protocols=("smiyc",),
             )
+            assert result is not None  # compute_metrics is on
+            results[name] = result
         if stage not in miou:
-            result = evaluate_semantic(val, partial(predictions.semantic, stage))
-            miou[stage] = result["semantic"]["miou"]
-        row["miou"] = miou[stage]
-        rows.append(row)
+            semantic = evaluate_semantic(val, partial(predictions.semantic, stage)).semantic
+            miou[stage] = semantic.miou
+        rows.append(DemoRow(title, stage, refinement, results, miou[stage]))
     return rows
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoResult:
-    rows: list[dict[str, Any]]
+    rows: list[DemoRow]
     table: str  # Markdown, as in report.md
     seconds: float
 
@@ -225,8 +177,8 @@ def run_demo(
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Run (or resume) the whole demo in `out`; returns the result table."""
+) -> DemoResult:
+    """Run (or resume) the whole demo in `out`; returns its rows and table."""
     out = Path(out)
     plan = PLANS["quick" if quick else "default"]
     started = time.perf_counter()
@@ -255,8 +207,6 @@ def run_demo(
         progress=progress,
     )
     rows = _evaluate(out, world, device)
-    from .report import write_demo_report
-
     seconds = time.perf_counter() - started
     stages = {"Stage 1": plan.stage1, "Stage 2": plan.stage2}
     table = write_demo_report(out, world, rows, seconds=seconds, stages=stages)

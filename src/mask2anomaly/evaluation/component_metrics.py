@@ -8,12 +8,12 @@ A(k) term in sIoU, false positives counted by PPV < tau, counts pooled over the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage
 
-from ..config import IGNORE_INDEX
+from ..config import IGNORE_INDEX, TrackName
 
 SIOU_THRESHOLDS = np.linspace(0.25, 0.75, 11)  # the 8th is 0.6000000000000001, as in SMIYC
 REPORTED_THRESHOLDS = {"f1_25": 0, "f1_50": 5, "f1_75": 10}  # indices into SIOU_THRESHOLDS
@@ -28,7 +28,34 @@ class Track:
     min_gt_size: int  # ground-truth components smaller than this become void
 
 
-TRACKS = {"anomaly": Track(500, 100), "obstacle": Track(50, 10)}
+TRACKS: dict[TrackName, Track] = {"anomaly": Track(500, 100), "obstacle": Track(50, 10)}
+
+
+@dataclass(frozen=True)
+class ComponentResult:
+    """Dataset-level component metrics (fractions in [0, 1], NaN where undefined): sIoU, PPV,
+    sIoU over predictions, F1* (mean F1 over the 11 sIoU thresholds tau) and F1 at tau 0.25 /
+    0.5 / 0.75; the binarisation threshold, the track's size limits, the component counts and
+    the pooled tp / fn / fp per tau."""
+
+    siou: float
+    ppv: float
+    siou_pred: float
+    f1_mean: float
+    f1_25: float
+    f1_50: float
+    f1_75: float
+    threshold: float
+    min_pred_size: int
+    min_gt_size: int
+    num_gt_components: int
+    num_pred_components: int
+    tp: tuple[int, ...]
+    fn: tuple[int, ...]
+    fp: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, float | int | list[int]]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -147,27 +174,24 @@ class ComponentMetrics:
         self._tp_fn_fp += other._tp_fn_fp
         self.num_frames += other.num_frames
 
-    def compute(self) -> dict[str, float | int | list[int]]:
+    def compute(self) -> ComponentResult:
         """sIoU, PPV, F1* (mean over the 11 tau), f1_25/50/75, pooled tp/fn/fp per tau."""
         tp, fn, fp = self._tp_fn_fp
+        num_gt, num_pred = (int(n) for n in self._counts)
         with np.errstate(divide="ignore", invalid="ignore"):
             f1 = 2 * tp / (2 * tp + fn + fp)
-            num_gt, num_pred = self._counts
-            result: dict[str, float | int | list[int]] = {
-                "siou": float(self._sums[0] / num_gt) if num_gt else np.nan,
-                "ppv": float(self._sums[1] / num_pred) if num_pred else np.nan,
-                "siou_pred": float(self._sums[2] / num_pred) if num_pred else np.nan,
-                "f1_mean": sum(f1.tolist()) / len(f1),  # summed in tau order, as SMIYC does
-            }
-        result.update({name: float(f1[i]) for name, i in REPORTED_THRESHOLDS.items()})
-        result.update(
+        return ComponentResult(
+            siou=float(self._sums[0] / num_gt) if num_gt else np.nan,
+            ppv=float(self._sums[1] / num_pred) if num_pred else np.nan,
+            siou_pred=float(self._sums[2] / num_pred) if num_pred else np.nan,
+            f1_mean=sum(f1.tolist()) / len(f1),  # summed in tau order, as SMIYC does
+            **{name: float(f1[i]) for name, i in REPORTED_THRESHOLDS.items()},
             threshold=self.threshold,
             min_pred_size=self.track.min_pred_size,
             min_gt_size=self.track.min_gt_size,
-            num_gt_components=int(num_gt),
-            num_pred_components=int(num_pred),
-            tp=tp.tolist(),
-            fn=fn.tolist(),
-            fp=fp.tolist(),
+            num_gt_components=num_gt,
+            num_pred_components=num_pred,
+            tp=tuple(tp.tolist()),
+            fn=tuple(fn.tolist()),
+            fp=tuple(fp.tolist()),
         )
-        return result

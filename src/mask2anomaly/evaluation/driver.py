@@ -14,61 +14,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
+from ..config import TrackName
 from ..data.benchmarks import Benchmark
 from ..errors import UserError
-from ..fileio import atomic_path
 from .component_metrics import TRACKS, ComponentMetrics
+from .maps import find_map, is_stored, load_map, save_map
 from .pixel_metrics import ConfusionMatrix, ExactPixelMetrics, make_pixel_metrics
+from .results import AnomalyResult, SemanticResult, WorstFrame
 
 log = logging.getLogger(__name__)
 
-MAP_SUFFIXES = (".npy", ".npz", ".png", ".hdf5", ".h5")
 NUM_WORST_FRAMES = 4  # frames with the lowest per-frame AP get an overlay in the report
-
-
-def save_map(path: Path, score: np.ndarray) -> None:
-    """Write a float16 map atomically: .npy or compressed .npz."""
-    with atomic_path(path) as temporary, temporary.open("wb") as file:
-        if path.suffix == ".npz":
-            np.savez_compressed(file, anomaly_score=score.astype(np.float16))
-        else:
-            np.save(file, score.astype(np.float16))
-
-
-def load_map(path: Path) -> np.ndarray:
-    """A stored anomaly map [H, W]: floats keep their dtype, PNG integers become float32."""
-    try:
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                return archive[archive.files[0]]
-        if path.suffix == ".png":
-            with Image.open(path) as image:
-                return np.asarray(image).astype(np.float32)
-        return _load_hdf5(path)
-    except (OSError, ValueError, KeyError, IndexError) as error:
-        raise UserError(f"{path}: cannot read anomaly map ({error})") from None
-
-
-def _load_hdf5(path: Path) -> np.ndarray:
-    try:
-        import h5py
-    except ImportError:
-        raise UserError(f"{path}: reading SMIYC .hdf5 maps needs h5py (pip install h5py)") from None
-    with h5py.File(path, "r") as file:
-        return file["value"][()]
-
-
-def find_map(maps_dir: Path, frame_id: str) -> Path:
-    """The map of a frame: <maps_dir>/<frame_id> + one of MAP_SUFFIXES."""
-    for suffix in MAP_SUFFIXES:
-        if (path := maps_dir / f"{frame_id}{suffix}").is_file():
-            return path
-    raise UserError(f"no anomaly map for frame {frame_id}: expected {maps_dir / frame_id}.npy")
 
 
 def score_dataset(
@@ -80,7 +38,7 @@ def score_dataset(
     map_format: str = "npy",
     shard: tuple[int, int] = (0, 1),
     compute_metrics: bool = True,
-) -> dict | None:
+) -> AnomalyResult | None:
     """Score every frame not stored yet, then compute the metrics from the stored maps.
 
     Args:
@@ -95,7 +53,7 @@ def score_dataset(
     maps_dir = Path(out_dir) / "maps" / dataset.name
     rank, world = shard
     indices = range(rank, len(dataset), world)
-    todo = [i for i in indices if not _stored(maps_dir, dataset.frames[i].frame_id)]
+    todo = [i for i in indices if not is_stored(maps_dir, dataset.frames[i].frame_id)]
     for i in tqdm(todo, desc=f"{dataset.name} [{rank}/{world}]", unit="frame", disable=None):
         frame = dataset.frames[i]
         image = dataset.load_image(i)
@@ -110,10 +68,6 @@ def score_dataset(
     if not compute_metrics:
         return None
     return score_maps(maps_dir, dataset, protocols)
-
-
-def _stored(maps_dir: Path, frame_id: str) -> bool:
-    return any((maps_dir / f"{frame_id}{suffix}").is_file() for suffix in MAP_SUFFIXES)
 
 
 def _frames(maps_dir: Path, dataset: Benchmark, desc: str):
@@ -137,8 +91,8 @@ def score_maps(
     protocols: Sequence[str] = ("smiyc", "exact", "mask2anomaly"),
     *,
     round_to_float16: bool = False,
-    track: str | None = None,
-) -> dict:
+    track: TrackName | None = None,
+) -> AnomalyResult:
     """Metrics of stored maps (any method) for a dataset: the reference evaluator.
 
     Args:
@@ -147,8 +101,7 @@ def score_maps(
         track: component size limits ("anomaly" / "obstacle"); default: the dataset's own.
 
     Returns:
-        {"dataset", "num_frames", "pixel": {protocol: scalars}, "components": {...} (smiyc only),
-        "curves": {protocol: PixelCurve}, "worst_frames": [...], "unmapped_pixels": {...}}.
+        pixel metrics per protocol (with curves), component metrics (smiyc only), worst frames.
     """
     maps_dir = Path(maps_dir)
     accumulators = {p: make_pixel_metrics(p, round_to_float16=round_to_float16) for p in protocols}
@@ -161,26 +114,23 @@ def score_maps(
         except ValueError as error:
             raise UserError(f"{path}: {error}") from None
     pixel = {p: a.compute() for p, a in accumulators.items()}
-    result = {
-        "dataset": dataset.name,
-        "num_frames": len(dataset),
-        "pixel": {p: m.as_dict() for p, m in pixel.items()},
-        "curves": {p: m.curve for p, m in pixel.items()},
-        "worst_frames": [
-            {"frame_id": fid, "map": path, "ap": ap}
-            for ap, fid, path in sorted(f for f in per_frame if not np.isnan(f[0]))[
-                :NUM_WORST_FRAMES
-            ]
-        ],
-        "unmapped_pixels": dict(dataset.unmapped_pixels),
-    }
+    worst = sorted(f for f in per_frame if not np.isnan(f[0]))[:NUM_WORST_FRAMES]
     track = track or dataset.track
+    components = None
     if "smiyc" in pixel and track is not None and pixel["smiyc"].num_pos > 0:
-        components = ComponentMetrics(pixel["smiyc"].best_f1_threshold, TRACKS[track])
+        accumulator = ComponentMetrics(pixel["smiyc"].best_f1_threshold, TRACKS[track])
         for _, _, score, label in _frames(maps_dir, dataset, f"{dataset.name} components"):
-            components.update(score.astype(np.float16) if round_to_float16 else score, label)
-        result["components"] = {"track": track, **components.compute()}
-    return result
+            accumulator.update(score.astype(np.float16) if round_to_float16 else score, label)
+        components = accumulator.compute()
+    return AnomalyResult(
+        dataset=dataset.name,
+        num_frames=len(dataset),
+        pixel=pixel,
+        components=components,
+        track=track if components is not None else None,
+        worst_frames=tuple(WorstFrame(fid, path, ap) for ap, fid, path in worst),
+        unmapped_pixels=dict(dataset.unmapped_pixels),
+    )
 
 
 def _frame_ap(score: np.ndarray, label: np.ndarray) -> float:
@@ -192,10 +142,12 @@ def _frame_ap(score: np.ndarray, label: np.ndarray) -> float:
     return accumulator.compute().auprc
 
 
-def evaluate_semantic(dataset: Benchmark, segment_fn: Callable[[np.ndarray], np.ndarray]) -> dict:
+def evaluate_semantic(
+    dataset: Benchmark, segment_fn: Callable[[np.ndarray], np.ndarray]
+) -> SemanticResult:
     """Inlier mIoU: segment_fn(image uint8 [H, W, 3]) -> train IDs [H, W] (19 classes)."""
     confusion = ConfusionMatrix()
     for i in tqdm(range(len(dataset)), desc=f"{dataset.name} mIoU", unit="frame", disable=None):
         image, label = dataset[i]
         confusion.update(segment_fn(image), label)
-    return {"dataset": dataset.name, "num_frames": len(dataset), "semantic": confusion.compute()}
+    return SemanticResult(dataset.name, len(dataset), confusion.compute())

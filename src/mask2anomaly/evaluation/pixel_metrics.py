@@ -16,9 +16,9 @@ from typing import Literal
 
 import numpy as np
 
-from ..config import IGNORE_INDEX
+from ..config import IGNORE_INDEX, Protocol, choices
 
-PROTOCOLS = ("smiyc", "exact", "mask2anomaly")
+PROTOCOLS: tuple[Protocol, ...] = choices(Protocol)
 SMIYC_NUM_BINS = 768  # "PixBinaryClass" config of SMIYC (A.2): 384 quantiles per class and frame
 TPR_TARGET = 0.95  # FPR95 is the false positive rate where the TPR reaches 95 %
 EXACT_BLOCK = 1 << 22  # curve points evaluated at once by the exact protocols (bounds memory)
@@ -50,7 +50,7 @@ class PixelMetrics:
     num_neg: int
     curve: PixelCurve = field(repr=False)
 
-    def as_dict(self) -> dict[str, float | int | str]:
+    def to_dict(self) -> dict[str, float | int | str]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "curve"}
 
 
@@ -463,6 +463,18 @@ def pixel_metrics(
 # Inlier segmentation: mIoU (E.1)
 
 
+@dataclass(frozen=True)
+class SemanticMetrics:
+    """Inlier segmentation: mIoU over the classes that occur in labels or predictions, and the
+    IoU of each class [K] (NaN for classes that occur in neither)."""
+
+    miou: float
+    iou: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, float | list[float]]:
+        return {"miou": self.miou, "iou": list(self.iou)}
+
+
 class ConfusionMatrix:
     """Streaming K x K confusion matrix of train IDs; IoU per class and mIoU.
 
@@ -491,11 +503,10 @@ class ConfusionMatrix:
     def merge(self, other: ConfusionMatrix) -> None:
         self.matrix += other.matrix
 
-    def compute(self) -> dict[str, float | list[float]]:
-        """{"miou": mean over classes that occur in labels or predictions, "iou": [K]}."""
+    def compute(self) -> SemanticMetrics:
         tp = np.diag(self.matrix[:, : self.num_classes]).astype(np.float64)
         union = self.matrix.sum(axis=1) + self.matrix[:, : self.num_classes].sum(axis=0) - tp
         with np.errstate(divide="ignore", invalid="ignore"):
             iou = np.where(union > 0, tp / union, np.nan)
         miou = float(np.nanmean(iou)) if np.isfinite(iou).any() else np.nan
-        return {"miou": miou, "iou": [float(v) for v in iou]}
+        return SemanticMetrics(miou, tuple(float(v) for v in iou))

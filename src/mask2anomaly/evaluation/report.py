@@ -10,8 +10,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..data.benchmarks import Benchmark
 from ..fileio import write_json_atomic, write_text_atomic
+from .maps import load_map
 from .pixel_metrics import PixelCurve
+from .results import AnomalyResult, DatasetResult
 
 CURVE_SIZE = 480  # pixels per side of a curve plot
 MARGIN = 48
@@ -29,52 +32,43 @@ PIXEL_COLUMNS = (("auprc", "AuPRC"), ("fpr95", "FPR95"))
 COMPONENT_COLUMNS = (("siou", "sIoU"), ("ppv", "PPV"), ("f1_mean", "F1*"))
 
 
-def _without_curves(value):
-    if isinstance(value, dict):
-        return {k: _without_curves(v) for k, v in value.items() if not isinstance(v, PixelCurve)}
-    if isinstance(value, (list, tuple)):
-        return [_without_curves(v) for v in value]
-    return value
-
-
-def write_metrics_json(path: Path, results: Sequence[dict]) -> None:
+def write_metrics_json(path: Path, results: Sequence[DatasetResult]) -> None:
     """All results (curves left out; NaN written as null)."""
-    clean = [{k: _without_curves(v) for k, v in r.items() if k != "curves"} for r in results]
-    write_json_atomic(path, {"results": clean}, indent=2)
+    write_json_atomic(path, {"results": [r.to_dict() for r in results]}, indent=2)
 
 
 def _percent(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
 
 
-def markdown_table(results: Sequence[dict]) -> str:
+def markdown_table(results: Sequence[DatasetResult]) -> str:
     """One row per protocol, AuPRC / FPR95 (x100, one decimal) per dataset, sIoU / PPV / F1*
     where computed (smiyc), and the average over datasets of AuPRC and FPR95."""
-    anomaly = [r for r in results if "pixel" in r]
-    protocols = list(dict.fromkeys(p for r in anomaly for p in r["pixel"]))
+    anomaly = [r for r in results if isinstance(r, AnomalyResult)]
+    protocols = list(dict.fromkeys(p for r in anomaly for p in r.pixel))
     header, rows = ["protocol"], []
     for r in anomaly:
-        header += [f"{r['dataset']} {name}" for _, name in PIXEL_COLUMNS]
-        if "components" in r:
-            header += [f"{r['dataset']} {name}" for _, name in COMPONENT_COLUMNS]
+        header += [f"{r.dataset} {name}" for _, name in PIXEL_COLUMNS]
+        if r.components is not None:
+            header += [f"{r.dataset} {name}" for _, name in COMPONENT_COLUMNS]
     header += ["mean AuPRC", "mean FPR95"]
     for protocol in protocols:
         row = [protocol]
         for r in anomaly:
-            pixel = r["pixel"].get(protocol, {})
-            row += [_percent(pixel.get(key)) for key, _ in PIXEL_COLUMNS]
-            if "components" in r:
-                comp = r["components"] if protocol == "smiyc" else {}
-                row += [_percent(comp.get(key)) for key, _ in COMPONENT_COLUMNS]
+            pixel = r.pixel.get(protocol)
+            row += [_percent(getattr(pixel, key, None)) for key, _ in PIXEL_COLUMNS]
+            if r.components is not None:
+                comp = r.components if protocol == "smiyc" else None
+                row += [_percent(getattr(comp, key, None)) for key, _ in COMPONENT_COLUMNS]
         for key, _ in PIXEL_COLUMNS:
-            values = [r["pixel"][protocol][key] for r in anomaly if protocol in r["pixel"]]
+            values = [getattr(r.pixel[protocol], key) for r in anomaly if protocol in r.pixel]
             row.append(_percent(float(np.nanmean(values)) if values else None))
         rows.append(row)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     for r in results:
-        if "semantic" in r:
-            lines.append(f"\n{r['dataset']}: mIoU {_percent(r['semantic']['miou'])}")
+        if not isinstance(r, AnomalyResult):
+            lines.append(f"\n{r.dataset}: mIoU {_percent(r.semantic.miou)}")
     return "\n".join(lines) + "\n"
 
 
@@ -134,11 +128,34 @@ def overlay(image: np.ndarray, score: np.ndarray, label: np.ndarray) -> np.ndarr
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def write_report(out_dir: Path, results: Sequence[dict]) -> None:
-    """metrics.json, metrics.md, pr_curves.png and roc_curves.png in out_dir."""
+def write_worst_frames(out_dir: Path, dataset: Benchmark, result: AnomalyResult) -> None:
+    """out_dir/worst/<dataset>/<frame id>.png: an overlay of each of the worst frames."""
+    index = {f.frame_id: i for i, f in enumerate(dataset.frames)}
+    for worst in result.worst_frames:
+        image, label = dataset[index[worst.frame_id]]
+        picture = overlay(image, load_map(Path(worst.map_path)), label)
+        target = out_dir / "worst" / dataset.name / f"{worst.frame_id}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(picture).save(target)
+
+
+def write_report(
+    out_dir: Path, results: Sequence[DatasetResult], datasets: Sequence[Benchmark] = ()
+) -> None:
+    """metrics.json, metrics.md, pr_curves.png and roc_curves.png in out_dir, and the worst
+    frames' overlays of the anomaly results whose dataset is given."""
     write_metrics_json(out_dir / "metrics.json", results)
     write_text_atomic(out_dir / "metrics.md", markdown_table(results))
-    curves = {f"{r['dataset']} {p}": c for r in results for p, c in r.get("curves", {}).items()}
+    curves = {
+        f"{r.dataset} {p}": m.curve
+        for r in results
+        if isinstance(r, AnomalyResult)
+        for p, m in r.pixel.items()
+    }
     if curves:
         draw_curves(out_dir / "pr_curves.png", curves, "pr")
         draw_curves(out_dir / "roc_curves.png", curves, "roc")
+    by_name = {d.name: d for d in datasets}
+    for result in results:
+        if isinstance(result, AnomalyResult) and result.dataset in by_name:
+            write_worst_frames(out_dir, by_name[result.dataset], result)

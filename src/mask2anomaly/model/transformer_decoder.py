@@ -14,15 +14,13 @@ layer. Cross-attention variants (paper Table 3c):
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import CrossAttention, choices
 from .position_encoding import position_encoding_like
 
-CrossAttention = Literal["global", "masked", "cross"]
 NUM_FEATURE_LEVELS = 3
 
 
@@ -39,7 +37,7 @@ class CrossAttentionLayer(nn.Module):
         self, *, dim: int, num_heads: int, variant: CrossAttention, dropout: float = 0.0
     ) -> None:
         super().__init__()
-        if variant not in ("global", "masked", "cross"):
+        if variant not in choices(CrossAttention):
             raise ValueError(f"cross_attention must be global, masked or cross, got {variant!r}")
         self.variant = variant
         if variant == "global":

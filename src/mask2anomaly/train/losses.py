@@ -15,6 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import Config
 from ..data.types import Target
 from ..model.mask2anomaly import ModelOutput
 from .matcher import HungarianMatcher, padded_size_of
@@ -234,3 +235,26 @@ class SetCriterion(nn.Module):
 
 def _with_float_masks(target: Target) -> Target:
     return dataclasses.replace(target, masks=target.masks.float())
+
+
+def build_criterion(cfg: Config) -> SetCriterion:
+    """SetCriterion with the loss settings of `cfg` (matcher costs = loss weights, official)."""
+    loss = cfg.loss
+    matcher = HungarianMatcher(
+        class_weight=loss.class_weight,
+        mask_weight=loss.mask_weight,
+        dice_weight=loss.dice_weight,
+        num_points=loss.num_points,
+    )
+    return SetCriterion(
+        num_classes=cfg.model.num_classes,
+        matcher=matcher,
+        class_weight=loss.class_weight,
+        mask_weight=loss.mask_weight,
+        dice_weight=loss.dice_weight,
+        no_object_weight=loss.no_object_weight,
+        num_points=loss.num_points,
+        oversample_ratio=loss.oversample_ratio,
+        importance_sample_ratio=loss.importance_sample_ratio,
+        deep_supervision=loss.deep_supervision,
+    )

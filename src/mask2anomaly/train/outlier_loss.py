@@ -9,19 +9,16 @@ the outlier term only when the batch has an outlier pixel; on every decoder outp
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import OutlierLossKind, choices
 from ..data.types import Target
 from ..model.mask2anomaly import ModelOutput
 from ..scoring import max_class_score
 from .matcher import MASK_STRIDE
-
-OutlierLossKind = Literal["margin", "bce", "score_margin"]
-OUTLIER_LOSS_KINDS = ("margin", "bce", "score_margin")
 
 
 def score_map_for_image(
@@ -100,8 +97,10 @@ class OutlierLoss(nn.Module):
         size_divisibility: int = 32,
     ) -> None:
         super().__init__()
-        if kind not in OUTLIER_LOSS_KINDS:
-            raise ValueError(f"outlier loss kind must be one of {OUTLIER_LOSS_KINDS}, got {kind!r}")
+        if kind not in choices(OutlierLossKind):
+            raise ValueError(
+                f"outlier loss kind must be one of {choices(OutlierLossKind)}, got {kind!r}"
+            )
         self.kind = kind
         self.margin = margin
         self.weight = weight

@@ -1,53 +1,35 @@
 """One optimisation step and the deterministic sample stream.
 
 Plain functions in DETR's shape; the loop around them (checkpoints, resume, logging) is in
-`training.py`. Determinism: the stream of (item index, augmentation seed) keys and the point
+`trainer.py`. Determinism: the stream of (item index, augmentation seed) keys and the point
 sampling of the losses depend only on (seed, iteration, rank), so a resumed run replays exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Sampler
 
-from ..config import Config
 from ..data.types import Batch
 from ..errors import UserError
 from ..model import Mask2Anomaly, ModelOutput
 from .losses import SetCriterion
-from .matcher import HungarianMatcher
 from .optim import clip_grad_norm_full_model
-
-# (outputs, targets) -> weighted loss terms; the training loop binds per-step generators.
-LossFn = Callable[[ModelOutput, list], dict[str, torch.Tensor]]
+from .outlier_loss import OutlierLoss
 
 
-def build_criterion(cfg: Config) -> SetCriterion:
-    """SetCriterion with the loss settings of `cfg` (matcher costs = loss weights, official)."""
-    loss = cfg.loss
-    matcher = HungarianMatcher(
-        class_weight=loss.class_weight,
-        mask_weight=loss.mask_weight,
-        dice_weight=loss.dice_weight,
-        num_points=loss.num_points,
-    )
-    return SetCriterion(
-        num_classes=cfg.model.num_classes,
-        matcher=matcher,
-        class_weight=loss.class_weight,
-        mask_weight=loss.mask_weight,
-        dice_weight=loss.dice_weight,
-        no_object_weight=loss.no_object_weight,
-        num_points=loss.num_points,
-        oversample_ratio=loss.oversample_ratio,
-        importance_sample_ratio=loss.importance_sample_ratio,
-        deep_supervision=loss.deep_supervision,
-    )
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (model initialisation draws from
+    torch's). Called by the commands that build models, never at import."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def step_seed(seed: int, iteration: int, rank: int, stream: int = 0) -> int:
@@ -104,16 +86,21 @@ class SampleStream(Sampler):
 
 def train_step(
     model: nn.Module,
-    losses: list[LossFn],
+    criterion: SetCriterion,
     batch: Batch,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     *,
-    scaler: torch.amp.GradScaler | None,
-    max_grad_norm: float,
+    generator: torch.Generator | None = None,
+    outlier_loss: OutlierLoss | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    max_grad_norm: float = 0.0,
     channels_last: bool = False,
 ) -> dict[str, float]:
-    """Forward, every loss, backward, clip, step. Returns the logged (unreduced) scalars.
+    """Forward, the set criterion (and the stage-2 outlier loss), backward, clip, step.
+
+    `generator` drives all point sampling of the criterion. Returns the logged (unreduced)
+    scalars.
 
     Raises:
         FloatingPointError: when the total loss is not finite (nothing is updated).
@@ -126,9 +113,10 @@ def train_step(
         images = images.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.float16, enabled=scaler is not None):
         outputs = model(images)
-    terms: dict[str, torch.Tensor] = {}
-    for loss_fn in losses:
-        terms.update(loss_fn(outputs_in_float32(outputs), batch.targets))
+    outputs = outputs_in_float32(outputs)
+    terms = criterion(outputs, batch.targets, generator=generator)
+    if outlier_loss is not None:
+        terms.update(outlier_loss(outputs, batch.targets))
     total = torch.stack(list(terms.values())).sum()
     if not torch.isfinite(total):
         bad = sorted(k for k, v in terms.items() if not torch.isfinite(v))

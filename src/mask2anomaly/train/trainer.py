@@ -1,9 +1,8 @@
 """The training loop of both stages: data, optimiser, checkpoints, exact resume, logging, DDP.
 
 Stage 1 (`train`) learns the inlier classes; stage 2 (`finetune`) adds AnomalyMix and the mask
-contrastive loss (spec official-implementation.md §2, §5). A run folder holds `config.yaml`,
-`metrics.jsonl`, `checkpoints/iter_*.pt` (full training state, written atomically), a
-`checkpoints/last` pointer and finally `model_final.pt`. Resuming restores weights, optimiser,
+contrastive loss (spec official-implementation.md §2, §5); the run folder's files are described
+in `run.py`. Resuming restores weights, optimiser,
 schedule, AMP scaler, RNG states and the data position, so a resumed run ends with the same
 weights as an uninterrupted one (deterministic CPU runs).
 """
@@ -14,7 +13,7 @@ import dataclasses
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +24,7 @@ from tqdm import tqdm
 
 from .. import distributed
 from ..checkpoint import load_backbone_weights, read_checkpoint, save_checkpoint
-from ..config import (
-    Config,
-    config_from_dict,
-    config_to_dict,
-    deep_merge,
-    load_config,
-    parse_override,
-    save_config,
-)
+from ..config import Config, save_config
 from ..data.anomaly_mix import AnomalyMix
 from ..data.benchmarks import Benchmark, load_benchmark
 from ..data.cityscapes import CityscapesSemantic
@@ -45,41 +36,13 @@ from ..evaluation.driver import evaluate_semantic
 from ..fileio import json_safe, write_text_atomic
 from ..inference.predictor import Predictor
 from ..model import Mask2Anomaly, build_model
+from .losses import SetCriterion, build_criterion
 from .optim import build_optimizer, build_scheduler
 from .outlier_loss import OutlierLoss
-from .step import SampleStream, build_criterion, step_seed, train_step
+from .run import RunPaths
+from .step import SampleStream, step_seed, train_step
 
 Transform = Callable[[LabeledImage, np.random.Generator], LabeledImage]
-
-
-@dataclasses.dataclass(frozen=True)
-class RunPaths:
-    root: Path
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def pointer(self) -> Path:
-        return self.checkpoints / "last"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def final(self) -> Path:
-        return self.root / "model_final.pt"
-
-    def snapshot(self, iteration: int) -> Path:
-        return self.checkpoints / f"iter_{iteration:07d}.pt"
-
-    def last_checkpoint(self) -> Path | None:
-        if not self.pointer.is_file():
-            return None
-        path = self.checkpoints / self.pointer.read_text().strip()
-        return path if path.is_file() else None
 
 
 def _numpy_rng_state() -> list[Any]:
@@ -131,7 +94,8 @@ class Trainer:
     model: Mask2Anomaly
     train_set: CityscapesSemantic
     val_set: Benchmark | None
-    outlier_loss: OutlierLoss | None = None
+    criterion: SetCriterion
+    outlier_loss: OutlierLoss | None = None  # stage 2
     progress: bool = True
     check_replicas: bool = False
 
@@ -140,7 +104,7 @@ class Trainer:
         self.model.to(self.ctx.device).train()
         if train.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.criterion = build_criterion(self.cfg).to(self.ctx.device)
+        self.criterion.to(self.ctx.device)
         self.optimizer = build_optimizer(
             self.model,
             lr=train.lr,
@@ -224,20 +188,18 @@ class Trainer:
             )
             semantic = evaluate_semantic(
                 self.val_set, lambda image: predictor.predict(image).semantic
-            )["semantic"]
-            result = {"val_miou": semantic["miou"], "val_iou": semantic["iou"]}
+            ).semantic
+            result = {"val_miou": semantic.miou, "val_iou": list(semantic.iou)}
             self.model.train()
             self.log({"iteration": self.iteration, **result})
         distributed.barrier()
         return result
 
-    def losses_for_step(self) -> list[Callable]:
+    def step_generator(self) -> torch.Generator:
+        """The point-sampling generator of the next step, from (seed, iteration, rank) alone."""
         generator = torch.Generator(device=self.ctx.device)
         generator.manual_seed(step_seed(self.cfg.train.seed, self.iteration, self.ctx.rank))
-        losses: list[Callable] = [lambda out, tgt: self.criterion(out, tgt, generator=generator)]
-        if self.outlier_loss is not None:
-            losses.append(self.outlier_loss)
-        return losses
+        return generator
 
     def loader(self) -> DataLoader:
         stream = SampleStream(
@@ -282,10 +244,12 @@ class Trainer:
             try:
                 logged = train_step(
                     self.net,
-                    self.losses_for_step(),
+                    self.criterion,
                     batch,
                     self.optimizer,
                     self.scheduler,
+                    generator=self.step_generator(),
+                    outlier_loss=self.outlier_loss,
                     scaler=self.scaler,
                     max_grad_norm=train.clip_grad_norm,
                     channels_last=train.channels_last,
@@ -329,40 +293,7 @@ def assert_replicas_identical(model: torch.nn.Module, iteration: int) -> None:
         raise RuntimeError(f"replicas differ after iteration {iteration}")
 
 
-def resolve_run(
-    out: str | Path,
-    *,
-    config: str | Path | None,
-    overrides: Sequence[str],
-    resume: bool,
-    init: str | Path | None = None,
-) -> tuple[RunPaths, Config, Path | None]:
-    """The run folder, its config and the checkpoint to resume from (None: a fresh start).
-
-    A fresh run reads `config` plus `overrides`; with `init` (stage 2) the model section comes
-    from that checkpoint and the outlier stage is switched on. A resumed run keeps the config
-    stored in its checkpoint and applies only `overrides` (e.g. a longer `train.max_iters`).
-    """
-    run = RunPaths(Path(out))
-    last = run.last_checkpoint()
-    if last is not None and not resume:
-        raise UserError(f"{run.root}: already holds a run (pass --resume, or another --out)")
-    if resume and last is not None:
-        values, source = read_checkpoint(last)["config"], last
-    else:
-        values, source = config_to_dict(load_config(config)), config
-        if init is not None:
-            values["model"] = read_checkpoint(init)["config"]["model"]
-            values["outlier"]["enabled"] = True
-    for text in overrides:
-        values = deep_merge(values, parse_override(text))
-    try:
-        return run, config_from_dict(values), (last if resume else None)
-    except UserError as error:
-        raise UserError(f"{source}: {error}") from None
-
-
-def outlier_parts(cfg: Config, outliers: str | Path) -> tuple[Transform, OutlierLoss]:
+def outlier_parts(cfg: Config, outliers: str | Path) -> tuple[AnomalyMix, OutlierLoss]:
     """Stage 2: AnomalyMix over the outlier source at `outliers`, and the contrastive loss."""
     o = cfg.outlier
     pool = open_outliers(
@@ -406,11 +337,19 @@ def build_trainer(
     ctx: distributed.Context,
     init: str | Path | None = None,
     backbone_weights: str | Path | None = None,
-    anomaly_mix: Transform | None = None,
-    outlier_loss: Any = None,
+    outliers: str | Path | None = None,
     progress: bool = True,
     check_replicas: bool = False,
 ) -> Trainer:
+    """Everything a run needs, from its config: data (with AnomalyMix over `outliers` when
+    `cfg.outlier.enabled`), model (from `init`, `backbone_weights` or the checkpoint `last` to
+    resume), criterion and outlier loss. Seed first (`seed_everything`): the model's initial
+    weights come from torch's global generator."""
+    anomaly_mix = outlier_loss = None
+    if cfg.outlier.enabled:
+        if outliers is None:
+            raise UserError("fine-tuning (outlier.enabled) needs an outlier source (--outliers)")
+        anomaly_mix, outlier_loss = outlier_parts(cfg, outliers)
     if ctx.is_main:
         run.checkpoints.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run.root / "config.yaml")
@@ -425,7 +364,6 @@ def build_trainer(
     )
     has_val = (Path(data_root) / "leftImg8bit" / "val").is_dir()
     val_set = load_benchmark("cityscapes", data_root, split="val") if has_val else None
-    torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
     if last is None:
         init_weights(model, init=init, backbone_weights=backbone_weights)
@@ -436,6 +374,7 @@ def build_trainer(
         model=model,
         train_set=train_set,
         val_set=val_set,
+        criterion=build_criterion(cfg),
         outlier_loss=outlier_loss,
         progress=progress,
         check_replicas=check_replicas,

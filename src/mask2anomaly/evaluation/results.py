@@ -1,0 +1,73 @@
+"""Typed evaluation results, one per dataset, as they cross module boundaries.
+
+`AnomalyResult` (pixel metrics per protocol, component metrics, worst frames) and
+`SemanticResult` (inlier mIoU); `to_dict()` gives the JSON written to metrics.json (curves left
+out, NaN written as null by the JSON writer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import TrackName
+from .component_metrics import ComponentResult
+from .pixel_metrics import PixelMetrics, SemanticMetrics
+
+
+@dataclass(frozen=True)
+class WorstFrame:
+    """A frame with one of the lowest per-frame APs: its id, its stored map and the AP."""
+
+    frame_id: str
+    map_path: str
+    ap: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frame_id": self.frame_id, "map": self.map_path, "ap": self.ap}
+
+
+@dataclass(frozen=True)
+class AnomalyResult:
+    """Anomaly metrics of one dataset: `pixel` per protocol (each with its curve), `components`
+    (SMIYC sIoU / PPV / F1* for `track`; None when not computed), the worst frames, and the
+    pixels per frame that the label map did not cover (set to void)."""
+
+    dataset: str
+    num_frames: int
+    pixel: dict[str, PixelMetrics]
+    components: ComponentResult | None = None
+    track: TrackName | None = None
+    worst_frames: tuple[WorstFrame, ...] = ()
+    unmapped_pixels: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "dataset": self.dataset,
+            "num_frames": self.num_frames,
+            "pixel": {p: m.to_dict() for p, m in self.pixel.items()},
+        }
+        if self.components is not None:
+            result["components"] = {"track": self.track, **self.components.to_dict()}
+        result["worst_frames"] = [w.to_dict() for w in self.worst_frames]
+        result["unmapped_pixels"] = dict(self.unmapped_pixels)
+        return result
+
+
+@dataclass(frozen=True)
+class SemanticResult:
+    """Inlier segmentation of one dataset (Cityscapes val): mIoU and IoU per class."""
+
+    dataset: str
+    num_frames: int
+    semantic: SemanticMetrics
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "num_frames": self.num_frames,
+            "semantic": self.semantic.to_dict(),
+        }
+
+
+DatasetResult = AnomalyResult | SemanticResult
