@@ -12,19 +12,17 @@ graph) measured in the same run. Peak memory is the extra resident memory of the
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inference import MIB, PeakMemory  # noqa: E402  (the sibling benchmark's memory probe)
+# the sibling benchmark's memory probe (a script's own folder is on sys.path)
+from inference import MIB, PeakMemory
 
-from mask2anomaly.config import load_config  # noqa: E402
-from mask2anomaly.data.types import Target  # noqa: E402
-from mask2anomaly.model import build_model  # noqa: E402
-from mask2anomaly.train.losses import build_criterion  # noqa: E402
-from mask2anomaly.train.optim import build_optimizer, clip_grad_norm_full_model  # noqa: E402
+from mask2anomaly.config import load_config
+from mask2anomaly.data.types import Target
+from mask2anomaly.model import build_model
+from mask2anomaly.train.losses import build_criterion
+from mask2anomaly.train.optim import build_optimizer, clip_grad_norm_full_model
 
 
 def synthetic_batch(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -43,6 +42,3 @@ def official_fixture() -> tuple[ModuleType, dict]:
 @pytest.fixture()
 def tiny_config() -> Config:
     return load_config("tiny")
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests' own helper modules

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mask2anomaly.data.cityscapes import LABEL_ID_TO_TRAIN_ID, CityscapesSemantic
+from mask2anomaly.data.cityscapes import CityscapesSemantic
+from mask2anomaly.data.labels import LABEL_ID_TO_TRAIN_ID
 from mask2anomaly.data.transforms import TrainTransform
 from mask2anomaly.errors import UserError
 

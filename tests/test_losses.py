@@ -131,7 +131,7 @@ def test_forward_names_weights_and_gradients() -> None:
     total = SetCriterion.total(weighted)
     assert total.item() == pytest.approx(sum(v.item() for v in weighted.values()), rel=1e-6)
     total.backward()
-    for class_logits, mask_logits in outputs.all_predictions():
+    for class_logits, mask_logits in [*outputs.aux, (outputs.class_logits, outputs.mask_logits)]:
         assert class_logits.grad.abs().sum() > 0 and mask_logits.grad.abs().sum() > 0
 
 

@@ -64,7 +64,7 @@ def test_matching_equals_brute_force_over_permutations() -> None:
         (rows, cols), = matcher(class_logits, mask_logits, [target],
                                 generator=torch.Generator().manual_seed(trial))  # fmt: skip
         coords = torch.rand(1, 32, 2, generator=torch.Generator().manual_seed(trial))[0]
-        cost = matcher.cost_matrix(class_logits[0], mask_logits[0], target, coords)
+        cost = matcher.cost_matrices(class_logits, mask_logits, [target], coords[None])[0]
         best = min(
             sum(cost[q, n].item() for n, q in enumerate(perm))
             for perm in itertools.permutations(range(4), 3)
@@ -86,7 +86,9 @@ def test_cost_matrix_equals_hand_computed_costs() -> None:
     target = Target(labels=torch.tensor([2, 0]), masks=masks)
     cells = [(i, j) for i in range(h) for j in range(w)]
     coords = torch.tensor([[(j + 0.5) / w, (i + 0.5) / h] for i, j in cells])
-    cost = make_matcher().cost_matrix(class_logits, mask_logits, target, coords)
+    cost = make_matcher().cost_matrices(
+        class_logits[None], mask_logits[None], [target], coords[None]
+    )[0]
 
     probs = class_logits.softmax(-1)
     expected = torch.zeros(num_queries, 2, dtype=torch.float64)
@@ -135,7 +137,9 @@ def test_batched_costs_equal_per_image_costs(sizes: tuple[tuple[int, int], ...])
     costs = matcher.cost_matrices(class_logits, mask_logits, targets, coords)
     assert costs.shape == (3, 5, 3)
     for b, target in enumerate(targets):
-        single = matcher.cost_matrix(class_logits[b], mask_logits[b], target, coords[b])
+        single = matcher.cost_matrices(
+            class_logits[b : b + 1], mask_logits[b : b + 1], [target], coords[b : b + 1]
+        )[0]
         torch.testing.assert_close(costs[b, :, : target.labels.numel()], single)
 
 

@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from mask2anomaly.evaluation import pixel_metrics as M
+from mask2anomaly.evaluation.semantic_metrics import ConfusionMatrix
 
 TOL = 1e-9
 
@@ -206,7 +207,7 @@ def test_nan_scores_and_size_mismatch_are_rejected():
 
 def test_miou_against_loop():
     rng = np.random.default_rng(6)
-    cm = M.ConfusionMatrix(num_classes=4)
+    cm = ConfusionMatrix(num_classes=4)
     preds, labels = [], []
     for _ in range(3):
         label = rng.choice([0, 1, 2, 255], size=(8, 9))

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mask2anomaly.cli import main
-from mask2anomaly.data.cityscapes import LABEL_ID_TO_TRAIN_ID, CityscapesSemantic
+from mask2anomaly.data.cityscapes import CityscapesSemantic
+from mask2anomaly.data.labels import LABEL_ID_TO_TRAIN_ID
 from mask2anomaly.data.synthetic import (
     existing_world,
     render_outlier_image,
@@ -20,13 +21,13 @@ from mask2anomaly.data.synthetic import (
     write_world,
 )
 from mask2anomaly.data.synthetic.coco import COCO_MIN_SIDE
-from mask2anomaly.data.synthetic.scene import Scene
-from mask2anomaly.data.synthetic.writer import (
-    MANIFEST,
+from mask2anomaly.data.synthetic.formats import (
     anomaly_gaps,
     anomaly_track_label,
     obstacle_track_label,
 )
+from mask2anomaly.data.synthetic.scene import Scene
+from mask2anomaly.data.synthetic.writer import MANIFEST
 from mask2anomaly.errors import UserError
 
 SIZE = (96, 192)

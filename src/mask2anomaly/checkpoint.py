@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,16 +155,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _config_of(
-    data: dict[str, Any], path: str | Path, overrides: tuple[str, ...] | list[str]
-) -> Config:
+def _config_of(data: dict[str, Any], path: str | Path, overrides: Sequence[str]) -> Config:
     try:
         return config_from_dict(data.get("config") or {}).with_overrides(overrides)
     except ConfigError as error:
         raise UserError(f"{path}: {error}") from None
 
 
-def load_checkpoint_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Config:
+def load_checkpoint_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """The config stored in a native checkpoint, with `section.key=value` overrides."""
     return _config_of(read_checkpoint(path), path, overrides)
 
@@ -172,7 +171,7 @@ def load_model(
     path: str | Path,
     *,
     device: str | torch.device = "cpu",
-    overrides: tuple[str, ...] | list[str] = (),
+    overrides: Sequence[str] = (),
 ) -> Mask2Anomaly:
     """Build the model described by a native checkpoint and load its weights (eval mode)."""
     data = read_checkpoint(path)
@@ -280,7 +279,7 @@ def infer_model_values(state: dict[str, torch.Tensor], encoder_heads: int = 8) -
 
 
 def import_official(
-    path: str | Path, *, overrides: tuple[str, ...] | list[str] = (), trusted: bool = False
+    path: str | Path, *, overrides: Sequence[str] = (), trusted: bool = False
 ) -> tuple[Mask2Anomaly, Config]:
     """Official Mask2Anomaly weights -> (model in eval mode, resolved config).
 

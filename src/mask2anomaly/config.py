@@ -247,7 +247,7 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
         return tuple(
             _check_value(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))
         )
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return _build(hint, value, where)
@@ -323,6 +323,7 @@ def parse_override(text: str) -> dict[str, Any]:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     dotted, raw = text.split("=", 1)
     word = raw.strip().lower()
+    value: Any
     if word in YAML_WORDS:
         value = YAML_WORDS[word]
     else:
@@ -330,7 +331,7 @@ def parse_override(text: str) -> dict[str, Any]:
             value = ast.literal_eval(raw.strip())
         except (ValueError, SyntaxError):
             value = raw.strip()  # bare words such as `masked` are strings
-    nested: dict[str, Any] = value
+    nested: Any = value
     for part in reversed(dotted.strip().split(".")):
         nested = {part: nested}
     return nested

@@ -83,12 +83,3 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
     dist.all_reduce(tensor)
     tensor /= dist.get_world_size()
     return dict(zip(values, tensor.tolist()))
-
-
-def broadcast_object(value: object) -> object:
-    """Rank 0's `value` on every process."""
-    if not is_distributed():
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]

@@ -124,6 +124,7 @@ def run_score(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..evaluation.driver import evaluate_semantic, score_dataset, score_maps
+    from ..evaluation.results import AnomalyResult, SemanticResult
     from ..inference.predictor import Predictor
 
     if not Path(args.weights).is_file():
@@ -148,7 +149,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         distributed.barrier()
         if not ctx.is_main:
             return 0
-        results = []
+        results: list[AnomalyResult | SemanticResult] = []
         for dataset in datasets:
             if dataset.track is None:
                 segment = lambda image: predictor.predict(image).semantic  # noqa: E731

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..errors import UserError
 from .common import add_device, add_overrides
@@ -88,6 +89,12 @@ def _predictor(args: argparse.Namespace):
     )
 
 
+def grow(bar: Any, frames: int) -> None:
+    """Add a video's frames to the progress bar's total."""
+    bar.total += frames
+    bar.refresh()
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -123,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                     out,
                     options,
                     on_frame=lambda: bar.update(),
-                    on_open=lambda n: setattr(bar, "total", bar.total + n) or bar.refresh(),
+                    on_open=lambda n: grow(bar, n),
                 )
             except UserError as error:
                 failed(str(error))

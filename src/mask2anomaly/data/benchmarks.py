@@ -21,33 +21,12 @@ import numpy as np
 from ..config import IGNORE_INDEX
 from ..errors import UserError
 from .io import read_label_map, read_rgb
+from .labels import LABEL_ID_TO_TRAIN_ID
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 LAF_OBSTACLE_IDS = range(2, 201)  # LostAndFound labelIds 2..200 are obstacles (A.4)
-# Cityscapes labelId -> trainId for the 19 training classes (E.1); everything else is ignored.
-CITYSCAPES_TRAIN_IDS = {
-    7: 0,
-    8: 1,
-    11: 2,
-    12: 3,
-    13: 4,
-    17: 5,
-    19: 6,
-    20: 7,
-    21: 8,
-    22: 9,
-    23: 10,
-    24: 11,
-    25: 12,
-    26: 13,
-    27: 14,
-    28: 15,
-    31: 16,
-    32: 17,
-    33: 18,
-}
 
 
 @dataclass(frozen=True)
@@ -391,7 +370,7 @@ class CityscapesVal(Benchmark):
 
     name = "cityscapes"
     track = None
-    label_map = CITYSCAPES_TRAIN_IDS
+    label_map = LABEL_ID_TO_TRAIN_ID
     default_split = "val"
     report_unmapped = False
     TRAIN_ID_TABLE = np.where(np.arange(256) < 19, np.arange(256), IGNORE_INDEX).astype(np.uint8)

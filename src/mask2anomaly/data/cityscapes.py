@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from ..config import IGNORE_INDEX
 from ..errors import UserError
 from .io import read_label_map, read_rgb
-from .labels import LABEL_ID_TO_TRAIN_ID
+from .labels import train_id_table
 from .transforms import LabeledImage
 from .types import Target
 
@@ -35,9 +35,7 @@ Transform = Callable[[LabeledImage, np.random.Generator], LabeledImage]
 
 def _label_id_table() -> np.ndarray:
     """[256] lookup labelId -> trainId (void for unlisted ids; 254 outliers kept)."""
-    table = np.full(256, IGNORE_INDEX, dtype=np.int64)
-    for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items():
-        table[label_id] = train_id
+    table = train_id_table().astype(np.int64)
     table[OUTLIER_LABEL] = OUTLIER_LABEL
     return table
 

@@ -66,7 +66,7 @@ def random_resize_shortest_edge(
     sample: LabeledImage, rng: np.random.Generator, *, min_sizes: Sequence[int], max_size: int
 ) -> LabeledImage:
     """Resize so the shortest edge is a uniformly chosen entry of `min_sizes`."""
-    short_edge = int(min_sizes[rng.integers(len(min_sizes))])
+    short_edge = int(min_sizes[int(rng.integers(len(min_sizes)))])
     height, width = sample.label.shape
     return resize(sample, shortest_edge_size(height, width, short_edge, max_size))
 

@@ -27,7 +27,10 @@ class Target:
             return None if t is None else t.to(device, non_blocking=True)
 
         return Target(
-            move(self.labels), move(self.masks), move(self.outlier_mask), move(self.void_mask)
+            self.labels.to(device, non_blocking=True),
+            self.masks.to(device, non_blocking=True),
+            move(self.outlier_mask),
+            move(self.void_mask),
         )
 
 

@@ -19,6 +19,7 @@ import hashlib
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -39,12 +40,12 @@ from .report import write_demo_report
 def prepare_world(out: Path, plan: DemoPlan, seed: int, progress: bool) -> Path:
     """The demo's synthetic world in out/world, written unless a finished one is there."""
     world = out / "world"
-    sizes = {
-        "num_train": plan.num_train,
-        "num_val": plan.num_val,
-        "num_outliers": plan.num_outliers,
-        "num_test": plan.num_test,
-    }
+    sizes: dict[str, Any] = dict(
+        num_train=plan.num_train,
+        num_val=plan.num_val,
+        num_outliers=plan.num_outliers,
+        num_test=plan.num_test,
+    )
     if existing_world(world, seed=seed, **sizes) is not None:
         return world
     with tqdm(total=count_images(**sizes), desc="world", unit="img", disable=not progress) as bar:
@@ -117,6 +118,7 @@ class StagePredictions:
                 inference=dataclasses.replace(self.predictor.inference, flip=False),
             )
             self.stage = stage
+        assert self.predictor is not None
         return self.predictor
 
     def __call__(self, stage: str, image: np.ndarray) -> Prediction:
@@ -136,6 +138,7 @@ class StagePredictions:
         """Semantic map of an image not scored for anomalies (val): the semantic map comes from
         the unflipped view alone, so it is predicted without the flipped forward pass."""
         self._load(stage)
+        assert self.unflipped is not None
         return self.unflipped.predict(image).semantic
 
 

@@ -8,6 +8,7 @@ A(k) term in sIoU, false positives counted by PPV < tau, counts pooled over the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -145,7 +146,7 @@ class ComponentMetrics:
         track: "anomaly" (500/100 px) or "obstacle" (50/10 px), or a Track.
     """
 
-    def __init__(self, threshold: float, track: str | Track = "anomaly") -> None:
+    def __init__(self, threshold: float, track: TrackName | Track = "anomaly") -> None:
         self.threshold = float(threshold)
         self.track = TRACKS[track] if isinstance(track, str) else track
         self._sums = np.zeros(3)  # sIoU over GT, PPV, sIoU over predictions
@@ -195,3 +196,16 @@ class ComponentMetrics:
             fn=tuple(fn.tolist()),
             fp=tuple(fp.tolist()),
         )
+
+
+def component_metrics(
+    frames: Iterable[tuple[np.ndarray, np.ndarray]],
+    threshold: float,
+    track: TrackName | Track = "anomaly",
+) -> ComponentResult:
+    """One-shot helper: component metrics of (score [H, W], label [H, W]) frames binarised at
+    `threshold` (strict >), with the size limits of `track`."""
+    accumulator = ComponentMetrics(threshold, track)
+    for score, label in frames:
+        accumulator.update(score, label)
+    return accumulator.compute()

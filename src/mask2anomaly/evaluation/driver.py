@@ -21,8 +21,9 @@ from ..data.benchmarks import Benchmark
 from ..errors import UserError
 from .component_metrics import TRACKS, ComponentMetrics
 from .maps import find_map, is_stored, load_map, save_map
-from .pixel_metrics import ConfusionMatrix, ExactPixelMetrics, make_pixel_metrics
+from .pixel_metrics import ExactPixelMetrics, make_pixel_metrics
 from .results import AnomalyResult, SemanticResult, WorstFrame
+from .semantic_metrics import ConfusionMatrix
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +119,10 @@ def score_maps(
     track = track or dataset.track
     components = None
     if "smiyc" in pixel and track is not None and pixel["smiyc"].num_pos > 0:
-        accumulator = ComponentMetrics(pixel["smiyc"].best_f1_threshold, TRACKS[track])
+        segments = ComponentMetrics(pixel["smiyc"].best_f1_threshold, TRACKS[track])
         for _, _, score, label in _frames(maps_dir, dataset, f"{dataset.name} components"):
-            accumulator.update(score.astype(np.float16) if round_to_float16 else score, label)
-        components = accumulator.compute()
+            segments.update(score.astype(np.float16) if round_to_float16 else score, label)
+        components = segments.compute()
     return AnomalyResult(
         dataset=dataset.name,
         num_frames=len(dataset),

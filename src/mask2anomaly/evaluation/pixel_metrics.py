@@ -1,9 +1,10 @@
-"""Pixel-level anomaly metrics (AuPRC, FPR95, AUROC) under three protocols, and inlier mIoU.
+# length: the three pixel protocols share one sample / quantile / curve code (spec A.2, B, D)
+"""Pixel-level anomaly metrics (AuPRC, FPR95, AUROC) under three protocols.
 
 Spec ../shared/spec/benchmarks.md: `smiyc` = A.2 (per-frame 768-percentile bins pooled over the
 set, step-wise AP, first point with TPR >= 0.95), `exact` = B (Fishyscapes / scikit-learn: every
 distinct float32 score a threshold), `mask2anomaly` = D (exact, frames without anomaly skipped,
-FPR95 linearly interpolated as ood-metrics does), mIoU = E.1. Anomaly is the positive class and
+FPR95 linearly interpolated as ood-metrics does). Anomaly is the positive class and
 void (255) is ignored. Every accumulator streams: `update(score, label)` per frame, `compute()`.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
@@ -108,6 +108,7 @@ def _class_codes(label: np.ndarray, pos: np.ndarray | None, valid: np.ndarray | 
         table = np.full(256, 1 << 16, np.int32)
         table[0], table[IGNORE_INDEX] = 0, 2 << 16
         return table[label]
+    assert pos is not None and valid is not None
     return np.where(valid, pos, 2).astype(np.int32) << 16
 
 
@@ -137,7 +138,9 @@ def _samples(score: np.ndarray, label: np.ndarray) -> tuple[_Sample, _Sample]:
     for scores in (pos_scores, neg_scores):
         if scores.size and not (np.isfinite(scores[0]) and np.isfinite(scores[-1])):
             raise ValueError("score map holds NaN or inf inside the evaluated region")
-    return tuple(_Sample(s, np.arange(s.size + 1)) for s in (pos_scores, neg_scores))
+    return _Sample(pos_scores, np.arange(pos_scores.size + 1)), _Sample(
+        neg_scores, np.arange(neg_scores.size + 1)
+    )
 
 
 def _quantiles(sample: _Sample, probs: np.ndarray) -> np.ndarray:
@@ -183,10 +186,10 @@ def smiyc_frame_bins(
     present = [s for s in (pos, neg) if s.size]
     if not present:
         return None
-    v_min = min(s.at_rank(np.intp(0)) for s in present)
-    v_max = max(s.at_rank(np.intp(s.size - 1)) for s in present)
+    v_min = min(s.at_rank(np.array(0)) for s in present)
+    v_max = max(s.at_rank(np.array(s.size - 1)) for s in present)
     eps = np.maximum((v_max - v_min) * 0.01, 0.01)  # in the score dtype, as SMIYC computes it
-    parts = [[v_min - eps, v_max + eps]]
+    parts = [np.array([v_min - eps, v_max + eps])]
     parts += [_quantiles(s, np.linspace(0, 1, min(num_bins // 2, s.size))) for s in present]
     edges = np.unique(np.concatenate(parts))
     hists = []
@@ -348,7 +351,7 @@ class ExactPixelMetrics:
             "mask2anomaly" (D: frames without anomaly skipped, FPR95 interpolated).
     """
 
-    def __init__(self, protocol: Literal["exact", "mask2anomaly"] = "exact") -> None:
+    def __init__(self, protocol: str = "exact") -> None:
         if protocol not in ("exact", "mask2anomaly"):
             raise ValueError(f"unknown protocol {protocol!r}")
         self.protocol = protocol
@@ -444,7 +447,7 @@ def make_pixel_metrics(protocol: str, *, round_to_float16: bool = False) -> Pixe
     """The streaming accumulator of a protocol name ("smiyc", "exact", "mask2anomaly")."""
     if protocol == "smiyc":
         return SmiycPixelMetrics(round_to_float16=round_to_float16)
-    if protocol in ("exact", "mask2anomaly"):
+    if protocol == "exact" or protocol == "mask2anomaly":
         return ExactPixelMetrics(protocol)
     raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
 
@@ -457,56 +460,3 @@ def pixel_metrics(
     for score, label in frames:
         accumulator.update(score, label)
     return accumulator.compute()
-
-
-# ---------------------------------------------------------------------------------------------
-# Inlier segmentation: mIoU (E.1)
-
-
-@dataclass(frozen=True)
-class SemanticMetrics:
-    """Inlier segmentation: mIoU over the classes that occur in labels or predictions, and the
-    IoU of each class [K] (NaN for classes that occur in neither)."""
-
-    miou: float
-    iou: tuple[float, ...]
-
-    def to_dict(self) -> dict[str, float | list[float]]:
-        return {"miou": self.miou, "iou": list(self.iou)}
-
-
-class ConfusionMatrix:
-    """Streaming K x K confusion matrix of train IDs; IoU per class and mIoU.
-
-    Args:
-        num_classes: K (19 for Cityscapes).
-        ignore_index: label value left out (255).
-    """
-
-    def __init__(self, num_classes: int = 19, ignore_index: int = IGNORE_INDEX) -> None:
-        self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.matrix = np.zeros((num_classes, num_classes + 1), np.int64)  # last column: pred >= K
-
-    def update(self, prediction: np.ndarray, label: np.ndarray) -> None:
-        """prediction, label: [H, W] integer train IDs (predictions outside 0..K-1 are wrong)."""
-        prediction, label = np.asarray(prediction).ravel(), np.asarray(label).ravel()
-        if prediction.shape != label.shape:
-            raise ValueError(f"prediction {prediction.shape} and label {label.shape} differ")
-        valid = (label != self.ignore_index) & (label >= 0) & (label < self.num_classes)
-        pred = prediction[valid].astype(np.int64)
-        pred[(pred < 0) | (pred >= self.num_classes)] = self.num_classes
-        k = self.num_classes + 1
-        self.matrix += np.bincount(
-            label[valid].astype(np.int64) * k + pred, minlength=self.num_classes * k
-        ).reshape(self.num_classes, k)
-
-    def merge(self, other: ConfusionMatrix) -> None:
-        self.matrix += other.matrix
-
-    def compute(self) -> SemanticMetrics:
-        tp = np.diag(self.matrix[:, : self.num_classes]).astype(np.float64)
-        union = self.matrix.sum(axis=1) + self.matrix[:, : self.num_classes].sum(axis=0) - tp
-        with np.errstate(divide="ignore", invalid="ignore"):
-            iou = np.where(union > 0, tp / union, np.nan)
-        miou = float(np.nanmean(iou)) if np.isfinite(iou).any() else np.nan
-        return SemanticMetrics(miou, tuple(float(v) for v in iou))

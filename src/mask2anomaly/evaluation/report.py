@@ -14,7 +14,7 @@ from ..data.benchmarks import Benchmark
 from ..fileio import write_json_atomic, write_text_atomic
 from .maps import load_map
 from .pixel_metrics import PixelCurve
-from .results import AnomalyResult, DatasetResult
+from .results import AnomalyResult, DatasetResult, SemanticResult
 
 CURVE_SIZE = 480  # pixels per side of a curve plot
 MARGIN = 48
@@ -66,9 +66,9 @@ def markdown_table(results: Sequence[DatasetResult]) -> str:
         rows.append(row)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    for r in results:
-        if not isinstance(r, AnomalyResult):
-            lines.append(f"\n{r.dataset}: mIoU {_percent(r.semantic.miou)}")
+    for result in results:
+        if isinstance(result, SemanticResult):
+            lines.append(f"\n{result.dataset}: mIoU {_percent(result.semantic.miou)}")
     return "\n".join(lines) + "\n"
 
 

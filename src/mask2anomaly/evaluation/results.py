@@ -12,7 +12,8 @@ from typing import Any
 
 from ..config import TrackName
 from .component_metrics import ComponentResult
-from .pixel_metrics import PixelMetrics, SemanticMetrics
+from .pixel_metrics import PixelMetrics
+from .semantic_metrics import SemanticMetrics
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ def export_onnx(
         raise UserError(f"--height and --width must be positive multiples of {divisibility}")
     model = model.eval()
     example = torch.zeros(2 if dynamic else 1, 3, height, width, device=model.pixel_mean.device)
+
     with torch.no_grad():
         program = torch.onnx.export(
             FinalPrediction(model).eval(),
@@ -91,6 +92,7 @@ def export_onnx(
             dynamic_shapes=_dynamic_shapes(divisibility) if dynamic else None,
             verbose=False,
         )
+    assert program is not None  # the dynamo exporter returns its program
     program.model.metadata_props[CONFIG_KEY] = json.dumps(config_to_dict(cfg))
     with atomic_path(path, suffix=".onnx") as temporary:
         program.save(str(temporary), external_data=False)

@@ -113,10 +113,9 @@ def read_image(path: Path) -> np.ndarray:
     """An image file -> uint8 [H, W, 3] (EXIF orientation applied); one-line UserError if the
     file cannot be decoded (truncated, not an image)."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return to_rgb_uint8(image)
+        with Image.open(path) as opened:
+            opened.load()
+            return to_rgb_uint8(ImageOps.exif_transpose(opened))
     except UnidentifiedImageError:
         raise UserError(f"{path}: not a readable image") from None
     except (OSError, ValueError, SyntaxError) as error:

@@ -110,7 +110,7 @@ def side_by_side(tiles: list[tuple[str, np.ndarray]]) -> np.ndarray:
     for i, (caption, tile) in enumerate(tiles):
         picture = Image.fromarray(tile)
         if scale < 1.0:
-            picture = picture.resize((tile_w, tile_h), Image.BILINEAR)
+            picture = picture.resize((tile_w, tile_h), Image.Resampling.BILINEAR)
         panel.paste(picture, (i * tile_w, LABEL_HEIGHT))
         draw.text((i * tile_w + 4, 3), caption, fill="white")
     return np.asarray(panel)
@@ -131,8 +131,3 @@ def anomaly_to_png16(score: np.ndarray) -> np.ndarray:
     keeps them.
     """
     return np.round(np.clip(score.astype(np.float64), 0.0, 1.0) * PNG16_MAX).astype(np.uint16)
-
-
-def png16_to_anomaly(values: np.ndarray) -> np.ndarray:
-    """Inverse of `anomaly_to_png16`: uint16 [H, W] -> float32 scores in [0, 1]."""
-    return (values.astype(np.float64) / PNG16_MAX).astype(np.float32)

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..config import Config, InferenceConfig, ScoringConfig
 from ..errors import UserError
-from ..model import Mask2Anomaly
+from ..model import ModelOutput
 from ..scoring import (
     anomaly_from_semantic,
     refine,
@@ -33,6 +33,18 @@ from ..scoring import (
 )
 
 QUERY_CHUNK = 25  # queries upsampled to full resolution at once (bounds memory)
+
+
+class Network(Protocol):
+    """What Predictor needs of a network: Mask2Anomaly, or an exported one (OnnxNetwork)."""
+
+    pixel_mean: torch.Tensor  # its device is where Predictor works
+
+    def eval(self) -> Any: ...
+
+    def preprocess(self, images: list[torch.Tensor]) -> torch.Tensor: ...
+
+    def __call__(self, images: torch.Tensor) -> ModelOutput: ...
 
 
 class ViewResult(NamedTuple):
@@ -118,13 +130,14 @@ class Predictor:
 
     def __init__(
         self,
-        model: Mask2Anomaly,
+        model: Network,
         *,
         scoring: ScoringConfig | None = None,
         inference: InferenceConfig | None = None,
         batch_size: int = 2,
     ) -> None:
-        self.model = model.eval()
+        model.eval()
+        self.model = model
         self.scoring = scoring or ScoringConfig()
         self.inference = inference or InferenceConfig()
         self.batch_size = batch_size
@@ -189,9 +202,9 @@ class Predictor:
             image = np.ascontiguousarray(image[:, ::-1])
         cfg = self.inference
         if cfg.resize:
-            h, w = resized_shape(*image.shape[:2], cfg.min_size, cfg.max_size)
+            h, w = resized_shape(image.shape[0], image.shape[1], cfg.min_size, cfg.max_size)
             if (h, w) != image.shape[:2]:
-                image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+                image = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
         return torch.from_numpy(image.copy()).permute(2, 0, 1).float().to(self.device)
 
     def _postprocess(
@@ -208,6 +221,7 @@ class Predictor:
         semantic / refinement channels resized to the original size, as the official code does.
         """
         h, w = input_size
+        size = (int(size[0]), int(size[1]))
 
         def mask_probs(index: torch.Tensor | slice) -> torch.Tensor:
             logits = F.interpolate(
@@ -220,12 +234,11 @@ class Predictor:
                 return maps
             return F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
 
-        semantic = None
-        num_queries = mask_logits.shape[0]
-        for start in range(0, num_queries, QUERY_CHUNK):
-            part = slice(start, start + QUERY_CHUNK)
-            term = semantic_probs(class_logits[None, part], mask_probs(part)[None])[0]
-            semantic = term if semantic is None else semantic + term
+        parts = (slice(s, s + QUERY_CHUNK) for s in range(0, mask_logits.shape[0], QUERY_CHUNK))
+        semantic = sum(
+            semantic_probs(class_logits[None, part], mask_probs(part)[None])[0] for part in parts
+        )
+        assert isinstance(semantic, torch.Tensor)
         semantic = to_original(semantic)
         anomaly = anomaly_from_semantic(semantic)
         scoring = self.scoring

@@ -19,6 +19,11 @@ BN_EPS = 1e-5
 class FrozenBatchNorm2d(nn.Module):
     """BatchNorm2d with fixed statistics and affine parameters, all stored as buffers."""
 
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
     def __init__(self, num_features: int, *, eps: float = BN_EPS) -> None:
         super().__init__()
         self.eps = eps

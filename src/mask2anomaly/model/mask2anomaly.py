@@ -28,10 +28,6 @@ class ModelOutput:
     mask_logits: torch.Tensor
     aux: tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
-    def all_predictions(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Every prediction, the final one last (deep supervision order)."""
-        return [*self.aux, (self.class_logits, self.mask_logits)]
-
 
 class Mask2Anomaly(nn.Module):
     def __init__(
@@ -49,6 +45,8 @@ class Mask2Anomaly(nn.Module):
         self.pixel_decoder = pixel_decoder
         self.decoder = decoder
         self.size_divisibility = size_divisibility
+        self.pixel_mean: torch.Tensor
+        self.pixel_std: torch.Tensor
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(3, 1, 1), persistent=False)
 

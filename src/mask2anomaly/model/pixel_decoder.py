@@ -101,6 +101,7 @@ class DeformableEncoder(nn.Module):
             for p in layer.parameters():
                 if p.dim() > 1:
                     nn.init.xavier_uniform_(p)
+            assert isinstance(layer, DeformableEncoderLayer)
             layer.self_attn.reset_parameters()
 
     def forward(self, srcs: list[torch.Tensor], pos: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -161,8 +162,9 @@ class PixelDecoder(nn.Module):
             for name in self.encoder_features
         )
         for proj in self.input_proj:
-            nn.init.xavier_uniform_(proj[0].weight, gain=1)
-            nn.init.constant_(proj[0].bias, 0)
+            conv = proj[0]  # type: ignore[index]
+            nn.init.xavier_uniform_(conv.weight, gain=1)
+            nn.init.constant_(conv.bias, 0)
         self.encoder = DeformableEncoder(
             dim=conv_dim,
             ffn_dim=encoder_ffn_dim,
@@ -176,7 +178,7 @@ class PixelDecoder(nn.Module):
         self.output_conv = _conv_gn(conv_dim, conv_dim, 3, num_groups)
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, 1)
         nn.init.kaiming_uniform_(self.mask_features.weight, a=1)
-        nn.init.constant_(self.mask_features.bias, 0)
+        nn.init.zeros_(self.mask_features.bias)  # type: ignore[arg-type]
 
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Backbone features -> (mask features [B, mask_dim, H/4, W/4],

@@ -103,6 +103,7 @@ class SetCriterion(nn.Module):
         self.deep_supervision = deep_supervision
         class_weights = torch.ones(num_classes + 1)
         class_weights[-1] = no_object_weight
+        self.class_weights: torch.Tensor
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     def forward(

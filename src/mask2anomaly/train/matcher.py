@@ -85,28 +85,6 @@ class HungarianMatcher(nn.Module):
         self.num_points = num_points
 
     @torch.no_grad()
-    def cost_matrix(
-        self,
-        class_logits: torch.Tensor,
-        mask_logits: torch.Tensor,
-        target: Target,
-        point_coords: torch.Tensor,
-    ) -> torch.Tensor:
-        """Matching cost of one image.
-
-        Args:
-            class_logits: [Q, K+1].
-            mask_logits: [Q, h, w] at 1/4 of the padded input size.
-            target: N segments, masks [N, H, W] with H <= 4h, W <= 4w.
-            point_coords: [P, 2] (x, y) in [0, 1] of the padded image.
-
-        Returns:
-            [Q, N] float32 cost.
-        """
-        return self.cost_matrices(
-            class_logits[None], mask_logits[None], [target], point_coords[None]
-        )[0]
-
     @torch.no_grad()
     def cost_matrices(
         self,
@@ -187,11 +165,11 @@ class HungarianMatcher(nn.Module):
             class_logits[pick], mask_logits[pick], [targets[b] for b in present], coords
         )
         finite = torch.isfinite(costs).flatten(1).all(1).tolist()
-        costs = costs.cpu().numpy()
+        cost_values = costs.cpu().numpy()
         for row, b in enumerate(present):
             if not finite[row]:
                 raise FloatingPointError(f"non-finite matching cost for image {b} of the batch")
-            rows, cols = linear_sum_assignment(costs[row, :, : targets[b].labels.numel()])
+            rows, cols = linear_sum_assignment(cost_values[row, :, : targets[b].labels.numel()])
             indices[b] = (torch.as_tensor(rows, dtype=torch.int64),
                           torch.as_tensor(cols, dtype=torch.int64))  # fmt: skip
         return indices

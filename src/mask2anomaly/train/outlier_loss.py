@@ -167,7 +167,8 @@ class OutlierLoss(nn.Module):
         neg_likelihood = -max_class_score(class_logits.float(), mask_logits.float())  # [B, h, w]
         inlier_scores, outlier_scores = [], []
         for scores, outlier, inlier in zip(neg_likelihood, outlier_masks, inlier_masks):
-            resized = score_map_for_image(scores, tuple(outlier.shape), self.size_divisibility)
+            height, width = outlier.shape
+            resized = score_map_for_image(scores, (height, width), self.size_divisibility)
             inlier_scores.append(resized[inlier])
             outlier_scores.append(resized[outlier])
         inlier_l, outlier_l = torch.cat(inlier_scores), torch.cat(outlier_scores)

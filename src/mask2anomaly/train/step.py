@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Iterator
+from typing import cast
 
 import numpy as np
 import torch
@@ -106,7 +107,10 @@ def train_step(
         FloatingPointError: when the total loss is not finite (nothing is updated).
     """
     device = next(p.device for p in model.parameters())
-    net: Mask2Anomaly = model.module if hasattr(model, "module") else model
+    net = cast(
+        Mask2Anomaly,
+        model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model,
+    )
     batch = batch.to(device)
     images = net.preprocess(batch.images)
     if channels_last:

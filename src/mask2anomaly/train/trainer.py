@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ Transform = Callable[[LabeledImage, np.random.Generator], LabeledImage]
 
 def _numpy_rng_state() -> list[Any]:
     """numpy's global RNG state with its key array as a tensor (weights_only-loadable)."""
-    name, keys, position, has_gauss, cached = np.random.get_state()
+    name, keys, position, has_gauss, cached = cast(tuple, np.random.get_state(legacy=True))
     return [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached]
 
 
@@ -103,7 +103,7 @@ class Trainer:
         train = self.cfg.train
         self.model.to(self.ctx.device).train()
         if train.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.criterion.to(self.ctx.device)
         self.optimizer = build_optimizer(
             self.model,
@@ -354,12 +354,11 @@ def build_trainer(
         run.checkpoints.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run.root / "config.yaml")
     distributed.barrier()
-    outliers = cfg.outlier.enabled
     train_set = CityscapesSemantic(
         data_root,
         "train",
         train_transform(cfg, anomaly_mix),
-        outliers=outliers,
+        outliers=cfg.outlier.enabled,
         cache=cfg.data.cache_images,
     )
     has_val = (Path(data_root) / "leftImg8bit" / "val").is_dir()

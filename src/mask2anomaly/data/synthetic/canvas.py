@@ -158,7 +158,7 @@ class Canvas:
         return len(self._layer_values) - 1
 
     def _lookup(self, column: int, dtype: type) -> np.ndarray:
-        table = np.array([values[column] for values in self._layer_values], dtype)
+        table: np.ndarray = np.array([v[column] for v in self._layer_values], dtype)
         return table[self.layers]
 
     @property

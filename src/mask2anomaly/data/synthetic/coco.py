@@ -187,7 +187,9 @@ def _render_outlier_once(
         families.insert(0, str(rng.choice(EXCLUDED_FAMILIES)))
     side = min(width, height, 2.4 * object_size[1])
     x0, y0 = rng.uniform(0, width - side), rng.uniform(0, height - side)
-    region, boxes, objects = (x0, y0, x0 + side, y0 + side), [], []
+    region = (x0, y0, x0 + side, y0 + side)
+    boxes: list[tuple[float, float, float, float]] = []
+    objects: list[OutlierObject] = []
     for index, family in enumerate(families + crowd, start=1):
         members = int(rng.integers(3, 7)) if index > len(families) else 1
         object_height = rng.uniform(*object_size) * (1.6 if family in EXCLUDED_FAMILIES else 1)

@@ -68,11 +68,11 @@ def _camera(rng: np.random.Generator, height: int, width: int) -> Camera:
 
 
 def _street(rng: np.random.Generator) -> Street:
-    sides = tuple("buildings" if rng.random() < 0.65 else "open" for _ in range(2))
+    first, second = ("buildings" if rng.random() < 0.65 else "open" for _ in range(2))
     return Street(
         road_width=rng.uniform(6.5, 11.0),
         sidewalks=(rng.uniform(1.8, 4.0), rng.uniform(1.8, 4.0)),
-        sides=sides,
+        sides=(first, second),
         crossing=rng.uniform(8.0, 25.0) if rng.random() < 0.3 else None,
     )
 

@@ -236,7 +236,7 @@ def pole_parts(rng: np.random.Generator, scale: float, *, height: float, head: s
         parts.append(Part([box], housing, LABEL_ID["traffic light"]))
         for i, rgb in enumerate(lamps):
             gain = 255 if i == lit else 70
-            lamp = Style(tuple(c * gain for c in rgb), 0.02, 0.02, 0.0)
+            lamp = Style((rgb[0] * gain, rgb[1] * gain, rgb[2] * gain), 0.02, 0.02, 0.0)
             circle = ellipse(0, top - 0.27 - 0.48 * i, 0.19, 0.19, 12)
             parts.append(Part([circle], lamp, LABEL_ID["traffic light"]))
     elif head == "sign":
