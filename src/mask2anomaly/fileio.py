@@ -7,6 +7,7 @@ leaves a half-written file behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -72,3 +73,12 @@ def json_safe(value: Any) -> Any:
 
 def write_json_atomic(path: str | Path, value: Any, **options: Any) -> None:
     write_text_atomic(path, json.dumps(json_safe(value), **options) + "\n")
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

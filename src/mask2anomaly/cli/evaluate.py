@@ -38,19 +38,39 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="output folder (metrics, report, maps)")
     parser.add_argument(
-        "--image-root", help="base images of Fishyscapes (LostAndFound / Cityscapes root)"
+        "--subset",
+        nargs="+",
+        metavar="NAME",
+        help="benchmark subset(s), one for all or one per --dataset: lost-and-found "
+        "testNoKnown (default) / test / testValid / train / trainValid; road-anomaly-21 all "
+        "(default) / validation / test; road-obstacle-21 all / test / validation / night / "
+        "snowstorm",
     )
-    parser.add_argument("--split", help="split folder of LostAndFound / Cityscapes")
+    parser.add_argument(
+        "--image-root",
+        nargs="+",
+        metavar="DIR",
+        help="base images of Fishyscapes (a LostAndFound / Cityscapes folder, or a flat "
+        "folder of *_leftImg8bit images), one for all or one per --dataset",
+    )
+    parser.add_argument("--split", help="split folder of Cityscapes (default: val)")
     parser.add_argument("--label-map", help='label map of the folder adapter, e.g. "0:0,1:1"')
     parser.add_argument(
         "--track",
         choices=("anomaly", "obstacle"),
-        help="component size limits (default: the dataset's track)",
+        help="component size limits for every dataset (default: each dataset's own track)",
     )
     parser.add_argument(
         "--float16",
         action="store_true",
         help="round scores to float16 (smiyc), as SMIYC stores maps",
+    )
+    parser.add_argument(
+        "--submission",
+        metavar="DIR",
+        help="also write every frame's map (labelled or not) as a SMIYC submission: "
+        "DIR/<AnomalyTrack-all|ObstacleTrack-all|LostAndFound-test>/<frame id>.hdf5 + "
+        "manifest.json",
     )
 
 
@@ -78,22 +98,61 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.set_defaults(func=run_score)
 
 
+def _per_dataset(values: list[str] | None, count: int, flag: str) -> list[str | None]:
+    """One value for every dataset, or one per dataset."""
+    if not values:
+        return [None] * count
+    if len(values) == 1:
+        return values * count
+    if len(values) != count:
+        raise UserError(f"{len(values)} {flag} values for {count} datasets (give 1 or {count})")
+    return list(values)
+
+
 def _datasets(args: argparse.Namespace) -> list:
     from ..data.benchmarks import load_benchmark, parse_label_map
 
-    if len(args.dataset) != len(args.root):
-        raise UserError(f"{len(args.dataset)} --dataset names but {len(args.root)} --root folders")
-    options = {"image_root": args.image_root, "split": args.split}
-    if args.label_map:
-        options["label_map"] = parse_label_map(args.label_map)
-    return [load_benchmark(n, r, **options) for n, r in zip(args.dataset, args.root, strict=True)]
+    count = len(args.dataset)
+    if count != len(args.root):
+        raise UserError(f"{count} --dataset names but {len(args.root)} --root folders")
+    subsets = _per_dataset(args.subset, count, "--subset")
+    image_roots = _per_dataset(args.image_root, count, "--image-root")
+    label_map = parse_label_map(args.label_map) if args.label_map else None
+    datasets = []
+    for i, (name, root) in enumerate(zip(args.dataset, args.root, strict=True)):
+        options = {"image_root": image_roots[i], "split": args.split, "subset": subsets[i]}
+        if label_map is not None:
+            options["label_map"] = label_map
+        datasets.append(load_benchmark(name, root, **options))
+    return datasets
+
+
+def _check_submission(args: argparse.Namespace, datasets: list) -> None:
+    """Fail before any work when --submission names datasets SMIYC does not take."""
+    from ..evaluation.submission import submission_frames
+
+    if args.submission:
+        for dataset in datasets:
+            submission_frames(dataset)
+
+
+def _write_submission(args: argparse.Namespace, maps: list, about: dict) -> None:
+    from ..evaluation.submission import write_submission
+
+    counts = write_submission(Path(args.submission), maps, about)
+    files = ", ".join(f"{folder} {n}" for folder, n in sorted(counts.items()))
+    print(f"wrote SMIYC submission {args.submission} ({files} .hdf5 files)")
 
 
 def _finish(args: argparse.Namespace, datasets: list, results: list) -> int:
     from ..evaluation.report import write_report
+    from ..evaluation.results import AnomalyResult
 
     out = Path(args.out)
     write_report(out, results, datasets)
+    for result in results:
+        if isinstance(result, AnomalyResult):
+            print(result.summary)
     print((out / "metrics.md").read_text(), end="")
     print(f"wrote {out / 'metrics.json'}")
     return 0
@@ -102,7 +161,8 @@ def _finish(args: argparse.Namespace, datasets: list, results: list) -> int:
 def run_score(args: argparse.Namespace) -> int:
     from ..evaluation.driver import score_maps
 
-    datasets, results = _datasets(args), []
+    datasets, results, folders = _datasets(args), [], []
+    _check_submission(args, datasets)
     for dataset in datasets:
         maps = Path(args.maps)
         if (maps / dataset.name).is_dir():
@@ -113,18 +173,24 @@ def run_score(args: argparse.Namespace) -> int:
             )
         if not maps.is_dir():
             raise UserError(f"{maps}: maps folder not found")
+        folders.append((dataset, maps))
         results.append(
             score_maps(
                 maps, dataset, args.protocol, round_to_float16=args.float16, track=args.track
             )
         )
+    if args.submission:
+        _write_submission(args, folders, {"maps": str(Path(args.maps).resolve())})
     return _finish(args, datasets, results)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from .. import distributed
+    from ..checkpoint import load_checkpoint_config
+    from ..config import config_to_dict
     from ..evaluation.driver import evaluate_semantic, score_dataset, score_maps
     from ..evaluation.results import AnomalyResult, SemanticResult
+    from ..fileio import file_digest
     from ..inference.predictor import Predictor
 
     if not Path(args.weights).is_file():
@@ -132,6 +198,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     ctx = distributed.setup(args.device)
     try:
         datasets = _datasets(args)
+        _check_submission(args, datasets)
         predictor = Predictor.from_checkpoint(
             args.weights, device=ctx.device, overrides=args.overrides
         )
@@ -149,6 +216,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         distributed.barrier()
         if not ctx.is_main:
             return 0
+        if args.submission:
+            about = {
+                "weights": str(Path(args.weights).resolve()),
+                "weights_sha256": file_digest(args.weights),
+                "config": config_to_dict(load_checkpoint_config(args.weights, args.overrides)),
+            }
+            anomaly = [d for d in datasets if d.track is not None]
+            _write_submission(args, [(d, out / "maps" / d.name) for d in anomaly], about)
         results: list[AnomalyResult | SemanticResult] = []
         for dataset in datasets:
             if dataset.track is None:

@@ -10,7 +10,7 @@ threshold. Report files (json, Markdown, curves, overlays) are written by `repor
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,10 @@ from tqdm import tqdm
 
 from ..config import TrackName
 from ..data.benchmarks import Benchmark
+from ..data.layouts import Frame
 from ..errors import UserError
 from .component_metrics import TRACKS, ComponentMetrics
-from .maps import find_map, is_stored, load_map, save_map
+from .maps import MapFolder, load_map, save_map
 from .pixel_metrics import ExactPixelMetrics, make_pixel_metrics
 from .results import AnomalyResult, SemanticResult, WorstFrame
 from .semantic_metrics import ConfusionMatrix
@@ -40,7 +41,8 @@ def score_dataset(
     shard: tuple[int, int] = (0, 1),
     compute_metrics: bool = True,
 ) -> AnomalyResult | None:
-    """Score every frame not stored yet, then compute the metrics from the stored maps.
+    """Score every frame not stored yet (with or without label), then compute the metrics of
+    the labelled frames from the stored maps.
 
     Args:
         score_fn: image uint8 [H, W, 3] RGB -> float32 [H, W] anomaly map (higher = anomaly).
@@ -54,7 +56,7 @@ def score_dataset(
     maps_dir = Path(out_dir) / "maps" / dataset.name
     rank, world = shard
     indices = range(rank, len(dataset), world)
-    todo = [i for i in indices if not is_stored(maps_dir, dataset.frames[i].frame_id)]
+    todo = [i for i in indices if not stored_map(maps_dir, dataset.frames[i], map_format)]
     for i in tqdm(todo, desc=f"{dataset.name} [{rank}/{world}]", unit="frame", disable=None):
         frame = dataset.frames[i]
         image = dataset.load_image(i)
@@ -65,23 +67,32 @@ def score_dataset(
             )
         if not np.isfinite(score).all():
             raise UserError(f"{frame.image_path}: the anomaly map holds NaN or inf")
-        save_map(maps_dir / f"{frame.frame_id}.{map_format}", score)
+        save_map(stored_map_path(maps_dir, frame, map_format), score)
     if not compute_metrics:
         return None
     return score_maps(maps_dir, dataset, protocols)
 
 
-def _frames(maps_dir: Path, dataset: Benchmark, desc: str):
-    """(index, map path, score [H, W], label [H, W]) of every frame, checked."""
-    for i in tqdm(range(len(dataset)), desc=desc, unit="frame", disable=None):
-        path = find_map(maps_dir, dataset.frames[i].frame_id)
+def stored_map_path(maps_dir: Path, frame: Frame, map_format: str) -> Path:
+    """Where `score_dataset` stores a frame's map."""
+    return maps_dir / f"{frame.frame_id}.{map_format}"
+
+
+def stored_map(maps_dir: Path, frame: Frame, map_format: str) -> bool:
+    return stored_map_path(maps_dir, frame, map_format).is_file()
+
+
+def _frames(
+    maps: MapFolder, dataset: Benchmark, desc: str
+) -> Iterator[tuple[int, Path, np.ndarray, np.ndarray]]:
+    """(index, map path, score [H, W], label [H, W]) of every labelled frame, checked."""
+    for i in tqdm(dataset.labelled, desc=desc, unit="frame", disable=None):
+        frame = dataset.frames[i]
+        path = maps.find(frame)
         score, label = load_map(path), dataset.load_label(i)
-        if score.ndim == 3 and score.shape[0] == 1:
-            score = score[0]
         if score.shape != label.shape:
             raise UserError(
-                f"{path}: map size {score.shape} != label size {label.shape} "
-                f"({dataset.frames[i].label_path})"
+                f"{path}: map size {score.shape} != label size {label.shape} ({frame.label_path})"
             )
         yield i, path, score, label
 
@@ -94,43 +105,53 @@ def score_maps(
     round_to_float16: bool = False,
     track: TrackName | None = None,
 ) -> AnomalyResult:
-    """Metrics of stored maps (any method) for a dataset: the reference evaluator.
+    """Metrics of stored maps (any method) for the labelled frames of a dataset: the reference
+    evaluator. Frames without a label are left out (predicted only); a protocol that finds no
+    evaluable pixel is skipped with a note.
 
     Args:
-        maps_dir: folder with one map per frame, named <frame id>.(npy|npz|png|hdf5).
+        maps_dir: folder with one map per frame (names: `MapFolder.names`; searched below too).
         round_to_float16: round scores to float16 first (smiyc), as SMIYC stores maps.
         track: component size limits ("anomaly" / "obstacle"); default: the dataset's own.
 
     Returns:
         pixel metrics per protocol (with curves), component metrics (smiyc only), worst frames.
     """
-    maps_dir = Path(maps_dir)
+    maps = MapFolder(Path(maps_dir))
     accumulators = {p: make_pixel_metrics(p, round_to_float16=round_to_float16) for p in protocols}
     per_frame = []
-    for i, path, score, label in _frames(maps_dir, dataset, f"{dataset.name} pixel metrics"):
+    for i, path, score, label in _frames(maps, dataset, f"{dataset.name} pixel metrics"):
         try:
             for accumulator in accumulators.values():
                 accumulator.update(score, label, index=i)
             per_frame.append((_frame_ap(score, label), dataset.frames[i].frame_id, str(path)))
         except ValueError as error:
             raise UserError(f"{path}: {error}") from None
-    pixel = {p: a.compute() for p, a in accumulators.items()}
+    pixel, notes = {}, []
+    for protocol, accumulator in accumulators.items():
+        try:
+            pixel[protocol] = accumulator.compute()
+        except ValueError as error:  # no frame with evaluated pixels
+            notes.append(f"{protocol}: skipped ({error})")
     worst = sorted(f for f in per_frame if not np.isnan(f[0]))[:NUM_WORST_FRAMES]
     track = track or dataset.track
     components = None
     if "smiyc" in pixel and track is not None and pixel["smiyc"].num_pos > 0:
         segments = ComponentMetrics(pixel["smiyc"].best_f1_threshold, TRACKS[track])
-        for _, _, score, label in _frames(maps_dir, dataset, f"{dataset.name} components"):
+        for _, _, score, label in _frames(maps, dataset, f"{dataset.name} components"):
             segments.update(score.astype(np.float16) if round_to_float16 else score, label)
         components = segments.compute()
     return AnomalyResult(
         dataset=dataset.name,
         num_frames=len(dataset),
+        num_scored=len(dataset.labelled),
+        subset=dataset.subset,
         pixel=pixel,
         components=components,
         track=track if components is not None else None,
         worst_frames=tuple(WorstFrame(fid, path, ap) for ap, fid, path in worst),
         unmapped_pixels=dict(dataset.unmapped_pixels),
+        notes=tuple(notes),
     )
 
 

@@ -30,28 +30,45 @@ class WorstFrame:
 
 @dataclass(frozen=True)
 class AnomalyResult:
-    """Anomaly metrics of one dataset: `pixel` per protocol (each with its curve), `components`
-    (SMIYC sIoU / PPV / F1* for `track`; None when not computed), the worst frames, and the
-    pixels per frame that the label map did not cover (set to void)."""
+    """Anomaly metrics of one dataset: its frames (all, and those scored: the labelled ones;
+    the others were predicted only), `pixel` per protocol (each with its curve), `components`
+    (SMIYC sIoU / PPV / F1* for `track`; None when not computed), the worst frames, the pixels
+    per frame that the label map did not cover (set to void), and notes (skipped protocols)."""
 
     dataset: str
     num_frames: int
+    num_scored: int
     pixel: dict[str, PixelMetrics]
+    subset: str | None = None
     components: ComponentResult | None = None
     track: TrackName | None = None
     worst_frames: tuple[WorstFrame, ...] = ()
     unmapped_pixels: dict[str, int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def summary(self) -> str:
+        """One line: what was scored."""
+        subset = f" ({self.subset})" if self.subset else ""
+        unlabelled = self.num_frames - self.num_scored
+        line = f"{self.dataset}{subset}: {self.num_scored} frames scored"
+        if unlabelled:
+            line += f", {unlabelled} without labels (predicted only)"
+        return line + "".join(f"; {note}" for note in self.notes)
 
     def to_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = {
             "dataset": self.dataset,
+            "subset": self.subset,
             "num_frames": self.num_frames,
+            "num_scored": self.num_scored,
             "pixel": {p: m.to_dict() for p, m in self.pixel.items()},
         }
         if self.components is not None:
             result["components"] = {"track": self.track, **self.components.to_dict()}
         result["worst_frames"] = [w.to_dict() for w in self.worst_frames]
         result["unmapped_pixels"] = dict(self.unmapped_pixels)
+        result["notes"] = list(self.notes)
         return result
 
 
