@@ -103,10 +103,10 @@ def _per_dataset(values: list[str] | None, count: int, flag: str) -> list[str | 
     if not values:
         return [None] * count
     if len(values) == 1:
-        return values * count
+        return [values[0]] * count
     if len(values) != count:
         raise UserError(f"{len(values)} {flag} values for {count} datasets (give 1 or {count})")
-    return list(values)
+    return [*values]
 
 
 def _datasets(args: argparse.Namespace) -> list:

@@ -110,12 +110,10 @@ def paired(
     predicted-only frame when `optional`, else a one-line error naming the image."""
     frames = []
     for frame_id, image in images.items():
-        label: Path | None = label_of[frame_id]
-        if not label.is_file():
-            if not optional:
-                raise UserError(f"{name}: no label for image {image} (expected {label})")
-            label = None
-        frames.append(Frame(frame_id, image, label))
+        label = label_of[frame_id]
+        if not label.is_file() and not optional:
+            raise UserError(f"{name}: no label for image {image} (expected {label})")
+        frames.append(Frame(frame_id, image, label if label.is_file() else None))
     return frames
 
 

@@ -28,7 +28,7 @@ def save_map(path: Path, score: np.ndarray) -> None:
     """Write a float16 map atomically: .npy or compressed .npz."""
     with atomic_path(path) as temporary, temporary.open("wb") as file:
         if path.suffix == ".npz":
-            np.savez_compressed(file, **{NPZ_KEY: score.astype(np.float16)})
+            np.savez_compressed(file, anomaly_score=score.astype(np.float16))  # NPZ_KEY
         else:
             np.save(file, score.astype(np.float16))
 
@@ -117,7 +117,11 @@ class MapFolder:
         if len(found) == 1:
             return found[0]
         if not found:
-            shown = ", ".join(names[: len(MAP_SUFFIXES)] + names[-1:])
-            raise UserError(f"{self.folder}: no anomaly map for frame {frame.frame_id} ({shown})")
+            suffixes = "|".join(s.lstrip(".") for s in MAP_SUFFIXES)
+            stems = dict.fromkeys((frame.frame_id, *frame.map_names))
+            shown = ", ".join([f"{stem}.{{{suffixes}}}" for stem in stems] + names[-1:])
+            raise UserError(
+                f"{self.folder}: no anomaly map for frame {frame.frame_id} (looked for {shown})"
+            )
         listed = ", ".join(str(p.relative_to(self.folder)) for p in found)
         raise UserError(f"{self.folder}: several maps for frame {frame.frame_id}: {listed}")

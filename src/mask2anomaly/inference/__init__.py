@@ -1,1 +1,2 @@
-"""mask2anomaly.inference."""
+"""Prediction: the Predictor (official inference path), annotating images and videos, media
+I/O, pictures, and ONNX export."""
