@@ -10,12 +10,14 @@ the pasted object with the scene. `AnomalyMix` is composed in front of `TrainTra
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..config import Config
 from .cityscapes import OUTLIER_LABEL
-from .outliers import OutlierPool
+from .outliers import OutlierPool, open_outliers
 from .transforms import LabeledImage
 
 
@@ -119,3 +121,12 @@ class AnomalyMix:
         top = int(rng.integers(sample.label.shape[0] - size[0] + 1))
         left = int(rng.integers(sample.label.shape[1] - size[1] + 1))
         return paste(sample, object_image, object_mask, top, left)
+
+
+def build_anomaly_mix(cfg: Config, outliers: str | Path) -> AnomalyMix:
+    """AnomalyMix over the outlier source at `outliers`, with the settings of `cfg.outlier`."""
+    o = cfg.outlier
+    pool = open_outliers(
+        outliers, excluded_categories=o.coco_excluded_categories, min_size=o.coco_min_size
+    )
+    return AnomalyMix(pool, probability=o.anomaly_mix_prob, scale_range=o.paste_scale)

@@ -9,7 +9,6 @@ AnomalyMix becomes the outlier mask instead of a class.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from ..config import IGNORE_INDEX
 from ..errors import UserError
 from .io import read_label_map, read_rgb
 from .labels import train_id_table
-from .transforms import LabeledImage
+from .transforms import LabeledImage, Transform
 from .types import Target
 
 NUM_CLASSES = 19
@@ -29,8 +28,6 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 TRAIN_ID_SUFFIX = "_gtFine_labelTrainIds.png"
 LABEL_ID_SUFFIX = "_gtFine_labelIds.png"
 MAX_LABEL_ID = 33  # labelIds 0..33 in gtFine PNGs (cityscapesScripts labels.py); 255 read as void
-
-Transform = Callable[[LabeledImage, np.random.Generator], LabeledImage]
 
 
 def _label_id_table() -> np.ndarray:

@@ -10,11 +10,13 @@ randomness comes from a numpy Generator passed in, so a sample can be reproduced
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
+
+from ..config import Config
 
 # ColorAugSSD ranges (detectron2 PointRend ColorAugSSDTransform, used by the official mapper).
 BRIGHTNESS_DELTA = 32
@@ -280,3 +282,31 @@ class TrainTransform:
         if self.flip and rng.integers(2):
             sample = hflip(sample)
         return sample
+
+
+Transform = Callable[[LabeledImage, np.random.Generator], LabeledImage]
+
+
+class Chain:
+    """Apply transforms in order, all drawing from one generator."""
+
+    def __init__(self, *transforms: Transform) -> None:
+        self.transforms = transforms
+
+    def __call__(self, sample: LabeledImage, rng: np.random.Generator) -> LabeledImage:
+        for transform in self.transforms:
+            sample = transform(sample, rng)
+        return sample
+
+
+def build_train_transform(cfg: Config, anomaly_mix: Transform | None = None) -> Transform:
+    """The augmentations of `cfg.data` (after AnomalyMix in stage 2)."""
+    data = cfg.data
+    augment = TrainTransform(
+        min_sizes=data.train_min_sizes,
+        max_size=data.train_max_size,
+        crop_size=data.crop_size,
+        color_jitter=data.color_jitter,
+        flip=data.flip,
+    )
+    return augment if anomaly_mix is None else Chain(anomaly_mix, augment)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import OutlierLossKind, choices
+from ..config import Config, OutlierLossKind, choices
 from ..data.types import Target
 from ..model.mask2anomaly import ModelOutput
 from ..scoring import max_class_score
@@ -189,3 +189,15 @@ class OutlierLoss(nn.Module):
         if outlier_term.numel():
             total = total + outlier_term.mean()
         return self.weight * 0.5 * total
+
+
+def build_outlier_loss(cfg: Config) -> OutlierLoss:
+    """The contrastive loss with the settings of `cfg.outlier`."""
+    o = cfg.outlier
+    return OutlierLoss(
+        kind=o.loss,
+        margin=o.margin,
+        weight=o.weight,
+        void_as_inlier=o.void_as_inlier,
+        size_divisibility=cfg.model.size_divisibility,
+    )

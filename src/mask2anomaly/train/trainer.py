@@ -13,7 +13,6 @@ import dataclasses
 import json
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,11 +24,10 @@ from tqdm import tqdm
 from .. import distributed
 from ..checkpoint import load_backbone_weights, read_checkpoint, save_checkpoint
 from ..config import Config, save_config
-from ..data.anomaly_mix import AnomalyMix
+from ..data.anomaly_mix import build_anomaly_mix
 from ..data.benchmarks import Benchmark, load_benchmark
 from ..data.cityscapes import CityscapesSemantic
-from ..data.outliers import open_outliers
-from ..data.transforms import LabeledImage, TrainTransform
+from ..data.transforms import build_train_transform
 from ..data.types import collate
 from ..errors import UserError
 from ..evaluation.driver import evaluate_semantic
@@ -38,41 +36,15 @@ from ..inference.predictor import Predictor
 from ..model import Mask2Anomaly, build_model
 from .losses import SetCriterion, build_criterion
 from .optim import build_optimizer, build_scheduler
-from .outlier_loss import OutlierLoss
+from .outlier_loss import OutlierLoss, build_outlier_loss
 from .run import RunPaths
 from .step import SampleStream, step_seed, train_step
-
-Transform = Callable[[LabeledImage, np.random.Generator], LabeledImage]
 
 
 def _numpy_rng_state() -> list[Any]:
     """numpy's global RNG state with its key array as a tensor (weights_only-loadable)."""
     name, keys, position, has_gauss, cached = cast(tuple, np.random.get_state(legacy=True))
     return [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached]
-
-
-class Chain:
-    """Apply transforms in order, all drawing from one generator."""
-
-    def __init__(self, *transforms: Transform) -> None:
-        self.transforms = transforms
-
-    def __call__(self, sample: LabeledImage, rng: np.random.Generator) -> LabeledImage:
-        for transform in self.transforms:
-            sample = transform(sample, rng)
-        return sample
-
-
-def train_transform(cfg: Config, anomaly_mix: Transform | None = None) -> Transform:
-    data = cfg.data
-    augment = TrainTransform(
-        min_sizes=data.train_min_sizes,
-        max_size=data.train_max_size,
-        crop_size=data.crop_size,
-        color_jitter=data.color_jitter,
-        flip=data.flip,
-    )
-    return augment if anomaly_mix is None else Chain(anomaly_mix, augment)
 
 
 def _unwrap_worker_error(error: Exception) -> UserError | None:
@@ -293,23 +265,6 @@ def assert_replicas_identical(model: torch.nn.Module, iteration: int) -> None:
         raise RuntimeError(f"replicas differ after iteration {iteration}")
 
 
-def outlier_parts(cfg: Config, outliers: str | Path) -> tuple[AnomalyMix, OutlierLoss]:
-    """Stage 2: AnomalyMix over the outlier source at `outliers`, and the contrastive loss."""
-    o = cfg.outlier
-    pool = open_outliers(
-        outliers, excluded_categories=o.coco_excluded_categories, min_size=o.coco_min_size
-    )
-    mix = AnomalyMix(pool, probability=o.anomaly_mix_prob, scale_range=o.paste_scale)
-    loss = OutlierLoss(
-        kind=o.loss,
-        margin=o.margin,
-        weight=o.weight,
-        void_as_inlier=o.void_as_inlier,
-        size_divisibility=cfg.model.size_divisibility,
-    )
-    return mix, loss
-
-
 def init_weights(
     model: Mask2Anomaly, *, init: str | Path | None, backbone_weights: str | Path | None
 ) -> None:
@@ -349,7 +304,8 @@ def build_trainer(
     if cfg.outlier.enabled:
         if outliers is None:
             raise UserError("fine-tuning (outlier.enabled) needs an outlier source (--outliers)")
-        anomaly_mix, outlier_loss = outlier_parts(cfg, outliers)
+        anomaly_mix = build_anomaly_mix(cfg, outliers)
+        outlier_loss = build_outlier_loss(cfg)
     if ctx.is_main:
         run.checkpoints.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run.root / "config.yaml")
@@ -357,7 +313,7 @@ def build_trainer(
     train_set = CityscapesSemantic(
         data_root,
         "train",
-        train_transform(cfg, anomaly_mix),
+        build_train_transform(cfg, anomaly_mix),
         outliers=cfg.outlier.enabled,
         cache=cfg.data.cache_images,
     )
