@@ -25,7 +25,7 @@ from pathlib import Path
 from mask2anomaly.config import load_config
 from mask2anomaly.data.benchmarks import load_benchmark
 from mask2anomaly.demo.plan import FINETUNE, PLANS, TEST_SETS
-from mask2anomaly.demo.run import StagePredictions, prepare_world, train_stage
+from mask2anomaly.demo.run import StagePredictions, eval_folder, prepare_world, train_stage
 from mask2anomaly.evaluation.driver import score_dataset
 from mask2anomaly.fileio import write_text_atomic
 
@@ -41,16 +41,17 @@ def scores(
 ) -> list[str]:
     """AuPRC / FPR95 (x100) on each synthetic test set of OUT/<stage>'s model."""
     cells = []
-    for name, folder in TEST_SETS:
-        result = score_dataset(
-            load_benchmark(name, world / folder),
-            partial(predictions.anomaly, stage, refinement),
-            out / "eval" / f"{stage}-{refinement}",  # the demo's maps, where it made them
-            protocols=("smiyc",),
-        )
-        assert result is not None
-        pixel = result.pixel["smiyc"]
-        cells += [f"{100 * pixel.auprc:.1f}", f"{100 * pixel.fpr95:.1f}"]
+    with eval_folder(out, stage, refinement) as folder:  # the demo's maps, where it made them
+        for name, root in TEST_SETS:
+            result = score_dataset(
+                load_benchmark(name, world / root),
+                partial(predictions.anomaly, stage, refinement),
+                folder,
+                protocols=("smiyc",),
+            )
+            assert result is not None
+            pixel = result.pixel["smiyc"]
+            cells += [f"{100 * pixel.auprc:.1f}", f"{100 * pixel.fpr95:.1f}"]
     return cells
 
 

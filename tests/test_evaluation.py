@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mask2anomaly.checkpoint import save_checkpoint
 from mask2anomaly.cli import main
+from mask2anomaly.config import load_config
 from mask2anomaly.data.benchmarks import load_benchmark
 from mask2anomaly.errors import UserError
 from mask2anomaly.evaluation import pixel_metrics as M
 from mask2anomaly.evaluation.driver import score_dataset, score_maps
 from mask2anomaly.evaluation.maps import load_map, save_map
+from mask2anomaly.model import build_model
 
 
 def _make_dataset(root: Path) -> None:
@@ -137,8 +140,9 @@ def test_cli_evaluate_with_a_stand_in_predictor(tmp_path, monkeypatch):
     fake = types.ModuleType("mask2anomaly.inference.predictor")
     fake.Predictor = FakePredictor
     monkeypatch.setitem(sys.modules, "mask2anomaly.inference.predictor", fake)
-    weights = tmp_path / "model.pt"
-    weights.write_bytes(b"")
+    weights = tmp_path / "model.pt"  # a real checkpoint: evaluate records its config
+    cfg = load_config("tiny")
+    save_checkpoint(weights, build_model(cfg.model), cfg)
     out = tmp_path / "eval"
     args = ["evaluate", "--weights", str(weights), "--dataset", "m2a", "m2a-road-anomaly",
             "--root", str(tmp_path / "a"), str(tmp_path / "b"), "--protocol", "smiyc", "exact",

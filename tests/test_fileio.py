@@ -8,8 +8,7 @@ import stat
 
 import pytest
 
-from mask2anomaly.fileio import atomic_path, write_text_atomic
-from mask2anomaly.inference.media import save_npy_atomic
+from mask2anomaly.fileio import atomic_path, save_npy_atomic, write_text_atomic
 
 
 def _mode(path) -> int:

@@ -13,6 +13,7 @@ from PIL import Image
 from mask2anomaly.checkpoint import save_checkpoint
 from mask2anomaly.cli import main
 from mask2anomaly.config import load_config
+from mask2anomaly.fileio import STATE_DIR, TEMP_PREFIX
 from mask2anomaly.inference.annotate import OUTPUT_SUFFIXES
 from mask2anomaly.inference.media import read_image, to_rgb_uint8
 from mask2anomaly.inference.pictures import PNG16_MAX
@@ -64,7 +65,7 @@ def test_mixed_folder_gives_one_correct_set_each(checkpoint, tmp_path):
     assert _predict(checkpoint, out, tmp_path / "images", options=("--threshold", "0.5")) == 0
     predictor = Predictor.from_checkpoint(checkpoint)
     predictor.batch_size = 1  # as the command (batch composition moves the last bits)
-    assert sorted(p.name for p in out.iterdir()) == sorted(
+    assert sorted(p.name for p in out.iterdir() if p.name != STATE_DIR) == sorted(
         f"{name}{suffix}" for name in sizes for suffix in OUTPUT_SUFFIXES
     )
     for name, (height, width) in sizes.items():
@@ -134,7 +135,7 @@ def test_video_round_trip_and_resume(checkpoint, tmp_path):
     assert _predict(checkpoint, out, tmp_path / "clip.mp4") == 0
     assert (out / "clip" / "000004_panel.jpg").exists() and (out / "clip_annotated.mp4").exists()
     assert (out / "clip" / "000001_anomaly.npy").stat().st_mtime_ns == kept
-    assert not [p for p in out.rglob(".*")]  # no temporary files left
+    assert not [p for p in out.rglob(f"{TEMP_PREFIX}*")]  # no temporary files left
 
 
 def test_bad_inputs_warn_and_keep_the_rest(checkpoint, tmp_path, capsys):
@@ -142,7 +143,7 @@ def test_bad_inputs_warn_and_keep_the_rest(checkpoint, tmp_path, capsys):
     Image.fromarray(_random((50, 70, 3), 6)).save(good)
     out = tmp_path / "out"
     assert _predict(checkpoint, out, good) == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     capsys.readouterr()
     (tmp_path / "empty").mkdir()
     truncated = tmp_path / "truncated.jpg"

@@ -87,7 +87,7 @@ def read_weights_file(path: str | Path, *, trusted: bool = False) -> dict[str, A
             data = torch.load(path, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as error:
         raise UserError(f"{path}: {_unpickling_problem(str(error), trusted)}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 — torch.load raises anything on a foreign file
         raise UserError(f"{path}: not a readable weights file ({_first_line(error)})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a dict of weights, got {type(data).__name__}")
@@ -150,8 +150,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: not a mask2anomaly checkpoint (convert official weights with "
             "`mask2anomaly convert OFFICIAL.pth OUT.pt`)"
         )
-    if data.get("version", 0) > VERSION:
-        raise UserError(f"{path}: checkpoint version {data['version']} is newer than supported")
+    version = data.get("version", 0)
+    if not isinstance(version, int) or version > VERSION:
+        raise UserError(f"{path}: checkpoint version {version!r} is not supported (<= {VERSION})")
+    for key, kind in (("config", dict), ("model", dict)):
+        if not isinstance(data.get(key), kind):
+            raise UserError(f"{path}: malformed checkpoint: '{key}' is not a {kind.__name__}")
+    bad = [k for k, v in data["model"].items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise UserError(f"{path}: malformed checkpoint: model entry {bad[0]} is not a tensor")
     return data
 
 
@@ -163,8 +170,19 @@ def _config_of(data: dict[str, Any], path: str | Path, overrides: Sequence[str])
 
 
 def load_checkpoint_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
-    """The config stored in a native checkpoint, with `section.key=value` overrides."""
+    """The config stored in a native checkpoint, with `section.key=value` overrides (not of
+    `model.*`: the architecture is the checkpoint's)."""
+    reject_model_overrides(overrides, path)
     return _config_of(read_checkpoint(path), path, overrides)
+
+
+def reject_model_overrides(overrides: Sequence[str], path: str | Path) -> None:
+    """A `model.*` override cannot apply to trained weights: say so instead of ignoring it."""
+    for text in overrides:
+        if text.strip().startswith("model."):
+            raise UserError(
+                f"--set {text}: the model comes from the checkpoint {path} and cannot be changed"
+            )
 
 
 def load_model(
@@ -174,14 +192,15 @@ def load_model(
     overrides: Sequence[str] = (),
 ) -> Mask2Anomaly:
     """Build the model described by a native checkpoint and load its weights (eval mode)."""
+    reject_model_overrides(overrides, path)
     data = read_checkpoint(path)
     cfg = _config_of(data, path, overrides)
     model = build_model(cfg.model)
-    _load_exactly(model, _state_dict_of({"model": data["model"]}), path)
+    load_exactly(model, _state_dict_of({"model": data["model"]}), path)
     return model.to(resolve_device(device)).eval()
 
 
-def _load_exactly(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Any) -> None:
+def load_exactly(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Any) -> None:
     """Load `state` into `module`, raising one clear error for any key/shape mismatch."""
     expected = module.state_dict()
     optional = {k for k in expected if k.endswith("num_batches_tracked")}
@@ -203,6 +222,11 @@ def _load_exactly(module: torch.nn.Module, state: dict[str, torch.Tensor], sourc
     ]
     if problems:
         raise UserError(f"{source}: weights do not fit the model: " + "; ".join(problems))
+    not_finite = [
+        k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+    if not_finite:
+        raise UserError(f"{source}: weights hold NaN or inf ({', '.join(sorted(not_finite)[:4])})")
     module.load_state_dict({**{k: expected[k] for k in optional}, **state}, strict=True)
 
 
@@ -294,7 +318,7 @@ def import_official(
         raise UserError(f"{path}: {error}") from None
     cfg = _config_of({"config": values}, path, overrides)
     model = build_model(cfg.model)
-    _load_exactly(model, official_to_native(state), path)
+    load_exactly(model, official_to_native(state), path)
     return model.eval(), cfg
 
 
@@ -333,4 +357,4 @@ def load_backbone_weights(backbone: ResNet, path: str | Path, *, trusted: bool =
             f"{path}: caffe2-style (MSRA) ResNet weights are not supported; "
             "use torchvision-style or detectron2-style names"
         )
-    _load_exactly(backbone, backbone_to_native(state), path)
+    load_exactly(backbone, backbone_to_native(state), path)

@@ -1,8 +1,10 @@
-"""Options several commands share, defined once."""
+"""Options several commands share, and the checked value types of their flags, defined once."""
 
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
 
 def add_overrides(parser: argparse.ArgumentParser, example: str = "train.lr=1e-5") -> None:
@@ -22,3 +24,46 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 def add_no_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the outputs in --out made with other weights, settings or inputs "
+        "(without it such a folder is refused; matching outputs are always resumed)",
+    )
+
+
+def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            limits = f">= {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"{value} is not {limits}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def bounded_float(low: float = -math.inf, high: float = math.inf) -> Callable[[str], float]:
+    """argparse type: a finite number in [low, high] (no nan, no inf)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            limits = "finite" if math.isinf(low) and math.isinf(high) else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"{text} is not a {limits} number")
+        return value
+
+    parse.__name__ = "number"
+    return parse

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .common import add_device, add_no_progress
 
@@ -30,13 +31,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..demo.run import run_demo
+    from ..fileio import FolderLock, ensure_folder
 
-    result = run_demo(
-        args.out,
-        quick=args.quick,
-        seed=args.seed,
-        device=args.device,
-        progress=not args.no_progress,
-    )
+    ensure_folder(Path(args.out), "--out")
+    with FolderLock(Path(args.out), "demo"):
+        result = run_demo(
+            args.out,
+            quick=args.quick,
+            seed=args.seed,
+            device=args.device,
+            progress=not args.no_progress,
+        )
     print(f"\n{result.table}\nreport: {args.out}/report.md ({result.seconds / 60:.1f} min)")
     return 0

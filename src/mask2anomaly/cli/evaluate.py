@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..evaluation.pixel_metrics import PROTOCOLS
-from .common import add_device, add_overrides
+from .common import add_device, add_overrides, add_overwrite
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_device(evaluate)
     add_overrides(evaluate)
     evaluate.add_argument("--map-format", choices=("npy", "npz"), default="npy")
+    add_overwrite(evaluate)
     _common(evaluate)
     evaluate.set_defaults(func=run_evaluate)
     score = subparsers.add_parser(
@@ -160,7 +161,9 @@ def _finish(args: argparse.Namespace, datasets: list, results: list) -> int:
 
 def run_score(args: argparse.Namespace) -> int:
     from ..evaluation.driver import score_maps
+    from ..fileio import ensure_folder
 
+    ensure_folder(Path(args.out), "--out")
     datasets, results, folders = _datasets(args), [], []
     _check_submission(args, datasets)
     for dataset in datasets:
@@ -188,57 +191,90 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..checkpoint import load_checkpoint_config
     from ..config import config_to_dict
-    from ..evaluation.driver import evaluate_semantic, score_dataset, score_maps
-    from ..evaluation.results import AnomalyResult, SemanticResult
-    from ..fileio import file_digest
+    from ..fileio import OutputFolder, ensure_folder, file_digest
     from ..inference.predictor import Predictor
 
     if not Path(args.weights).is_file():
         raise UserError(f"{args.weights}: checkpoint not found")
+    ensure_folder(Path(args.out), "--out")
     ctx = distributed.setup(args.device)
     try:
         datasets = _datasets(args)
         _check_submission(args, datasets)
+        cfg = load_checkpoint_config(args.weights, args.overrides)
         predictor = Predictor.from_checkpoint(
             args.weights, device=ctx.device, overrides=args.overrides
         )
-        out = Path(args.out)
-        for dataset in datasets:
-            if dataset.track is not None:
-                score_dataset(
-                    dataset,
-                    lambda image: predictor.predict(image).anomaly_score,
-                    out,
-                    map_format=args.map_format,
-                    shard=(ctx.rank, ctx.world_size),
-                    compute_metrics=False,
-                )
+        settings = {
+            "weights_sha256": file_digest(args.weights),
+            "config": {k: v for k, v in config_to_dict(cfg).items() if k in MAP_SECTIONS},
+            "map_format": args.map_format,
+        }
+
+        def folder(lock: bool) -> OutputFolder:
+            return OutputFolder(args.out, command="evaluate", settings=settings,
+                                replace=args.overwrite, lock=lock,
+                                journal=f"journal-{ctx.rank}")  # fmt: skip
+
+        if ctx.is_main:  # the main process checks the folder (and clears it) first
+            with folder(lock=True) as out:
+                distributed.barrier()
+                _predict_maps(args, datasets, predictor, out, ctx)
+                distributed.barrier()
+                return _evaluate(args, datasets, predictor, out, cfg, settings)
         distributed.barrier()
-        if not ctx.is_main:
-            return 0
-        if args.submission:
-            about = {
-                "weights": str(Path(args.weights).resolve()),
-                "weights_sha256": file_digest(args.weights),
-                "config": config_to_dict(load_checkpoint_config(args.weights, args.overrides)),
-            }
-            anomaly = [d for d in datasets if d.track is not None]
-            _write_submission(args, [(d, out / "maps" / d.name) for d in anomaly], about)
-        results: list[AnomalyResult | SemanticResult] = []
-        for dataset in datasets:
-            if dataset.track is None:
-                segment = lambda image: predictor.predict(image).semantic  # noqa: E731
-                results.append(evaluate_semantic(dataset, segment))
-            else:
-                results.append(
-                    score_maps(
-                        out / "maps" / dataset.name,
-                        dataset,
-                        args.protocol,
-                        round_to_float16=args.float16,
-                        track=args.track,
-                    )
-                )
-        return _finish(args, datasets, results)
+        with folder(lock=False) as out:
+            _predict_maps(args, datasets, predictor, out, ctx)
+        distributed.barrier()
+        return 0
     finally:
         distributed.teardown()
+
+
+MAP_SECTIONS = ("model", "scoring", "inference")  # the config sections the maps depend on
+
+
+def _predict_maps(args: argparse.Namespace, datasets: list, predictor, out, ctx) -> None:
+    from ..evaluation.driver import score_dataset
+
+    for dataset in datasets:
+        if dataset.track is not None:
+            score_dataset(
+                dataset,
+                lambda image: predictor.predict(image).anomaly_score,
+                out,
+                map_format=args.map_format,
+                shard=(ctx.rank, ctx.world_size),
+                compute_metrics=False,
+            )
+
+
+def _evaluate(args: argparse.Namespace, datasets: list, predictor, out, cfg, settings) -> int:
+    from ..config import config_to_dict
+    from ..evaluation.driver import evaluate_semantic, score_maps
+    from ..evaluation.results import AnomalyResult, SemanticResult
+
+    if args.submission:
+        about = {
+            "weights": str(Path(args.weights).resolve()),
+            "weights_sha256": settings["weights_sha256"],
+            "config": config_to_dict(cfg),
+        }
+        anomaly = [d for d in datasets if d.track is not None]
+        _write_submission(args, [(d, out.root / "maps" / d.name) for d in anomaly], about)
+    results: list[AnomalyResult | SemanticResult] = []
+    for dataset in datasets:
+        if dataset.track is None:
+            segment = lambda image: predictor.predict(image).semantic  # noqa: E731
+            results.append(evaluate_semantic(dataset, segment))
+        else:
+            results.append(
+                score_maps(
+                    out.root / "maps" / dataset.name,
+                    dataset,
+                    args.protocol,
+                    round_to_float16=args.float16,
+                    track=args.track,
+                )
+            )
+    return _finish(args, datasets, results)

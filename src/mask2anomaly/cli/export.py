@@ -7,6 +7,11 @@ import argparse
 import importlib.util
 
 from ..errors import UserError
+from .common import bounded_int
+
+# The opsets torch's exporter (torch.onnx.export with dynamo, torch 2.13) writes without
+# converting: lower ones would be silently raised.
+OPSETS = (18, 23)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,17 +26,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("onnx",), default="onnx")
     parser.add_argument("--out", required=True, help="file to write (.onnx)")
     parser.add_argument(
-        "--height", type=int, help="padded input height (default: inference.min_size, rounded up)"
+        "--height",
+        type=bounded_int(32),
+        help="padded input height, a multiple of 32 (default: inference.min_size, rounded up)",
     )
     parser.add_argument(
-        "--width", type=int, help="padded input width (default: inference.max_size, rounded up)"
+        "--width",
+        type=bounded_int(32),
+        help="padded input width, a multiple of 32 (default: inference.max_size, rounded up)",
     )
     parser.add_argument(
         "--dynamic",
         action="store_true",
         help="batch, height and width free (multiples of 32) instead of fixed",
     )
-    parser.add_argument("--opset", type=int, help="ONNX opset (default: torch's)")
+    parser.add_argument(
+        "--opset",
+        type=bounded_int(*OPSETS),
+        help=f"ONNX opset, {OPSETS[0]}..{OPSETS[1]} (default: torch's)",
+    )
     parser.add_argument(
         "--no-verify", action="store_true", help="skip the onnxruntime-vs-PyTorch check"
     )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from .common import bounded_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--min-size",
-        type=int,
+        type=bounded_int(0),
         default=480,
         help="smallest image height and width kept (default: 480)",
     )
@@ -43,8 +46,11 @@ def run(args: argparse.Namespace) -> int:
     summary = prepare_outliers(
         args.coco, args.out, split=args.split, excluded_categories=excluded, min_size=args.min_size
     )
+    for problem in summary.unreadable:
+        print(f"mask2anomaly prepare-outliers: warning: {problem} (left out)", file=sys.stderr)
     print(
         f"{args.out}: {summary.written} outlier images written, {summary.existing} already "
-        f"there, {summary.empty} left out (annotations cover no pixel)"
+        f"there, {summary.empty} left out (annotations cover no pixel), "
+        f"{len(summary.unreadable)} left out (unreadable)"
     )
-    return 0
+    return 1 if summary.unreadable else 0

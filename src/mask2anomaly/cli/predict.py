@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .common import add_device, add_overrides
+from .common import add_device, add_overrides, add_overwrite, bounded_float, bounded_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="For every image (and every frame of a video): the anomaly map as float16 "
         ".npy and 16-bit PNG (score * 65535), a heat-map overlay, the semantic map in "
         "Cityscapes colours and a side-by-side panel; for a video also an annotated video at "
-        "its frame rate. Frames already written are skipped when re-run.",
+        "its frame rate. A re-run resumes: frames done with the same weights, settings and "
+        "input are skipped, changed inputs are redone, and other weights or settings are "
+        "refused (--overwrite replaces them).",
     )
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="image/video files, folders, globs"
@@ -31,13 +33,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--onnx", help="model exported by `mask2anomaly export` (onnxruntime)")
     add_device(parser)
-    parser.add_argument("--batch-size", type=int, default=1, help="frames predicted together")
+    parser.add_argument(
+        "--batch-size", type=bounded_int(1), default=1, help="frames predicted together"
+    )
     parser.add_argument("--half", action="store_true", help="float16 autocast (GPUs only)")
     parser.add_argument("--no-flip", action="store_true", help="no horizontal-flip averaging")
     parser.add_argument("--no-refine", action="store_true", help="no refinement mask")
     parser.add_argument(
-        "--threshold", type=float, metavar="T", help="draw contours of anomaly score >= T"
+        "--threshold",
+        type=bounded_float(),
+        metavar="T",
+        help="draw contours of anomaly score >= T",
     )
+    parser.add_argument(
+        "--max-pixels",
+        type=bounded_int(1),
+        default=150_000_000,
+        metavar="N",
+        help="skip (with a warning) images with more pixels than this (default 150000000)",
+    )
+    add_overwrite(parser)
     add_overrides(parser, "inference.min_size=512")
     parser.set_defaults(func=run)
 
@@ -60,14 +75,13 @@ def _overrides(args: argparse.Namespace, device_type: str) -> list[str]:
     return overrides
 
 
-def _predictor(args: argparse.Namespace):
-    """Predictor over the torch model or the ONNX network, with the flags applied."""
+def _predictor(args: argparse.Namespace) -> tuple[Any, Any, Path]:
+    """(Predictor over the torch model or the ONNX network with the flags applied, its config,
+    the file of its network)."""
     from ..checkpoint import load_checkpoint_config, load_model
     from ..distributed import resolve_device
     from ..inference.predictor import Predictor
 
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
     if args.backend == "onnxruntime":
         from ..inference.export import OnnxNetwork
 
@@ -76,17 +90,19 @@ def _predictor(args: argparse.Namespace):
         network = OnnxNetwork(args.onnx)
         base = load_checkpoint_config(args.weights) if args.weights else network.config
         cfg = base.with_overrides([*_overrides(args, "cpu"), "inference.precision=fp32"])
-        return Predictor(
+        predictor = Predictor(
             network, scoring=cfg.scoring, inference=cfg.inference, batch_size=args.batch_size
         )
+        return predictor, cfg, Path(args.onnx)
     if not args.weights:
         raise UserError("--weights CKPT is needed (or --backend onnxruntime --onnx MODEL.onnx)")
     device = resolve_device(args.device)
     cfg = load_checkpoint_config(args.weights, _overrides(args, device.type))
     model = load_model(args.weights, device=device)
-    return Predictor(
+    predictor = Predictor(
         model, scoring=cfg.scoring, inference=cfg.inference, batch_size=args.batch_size
     )
+    return predictor, cfg, Path(args.weights)
 
 
 def grow(bar: Any, frames: int) -> None:
@@ -96,9 +112,10 @@ def grow(bar: Any, frames: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
-    from ..inference.annotate import AnnotateOptions, annotate_images, annotate_video
+    from ..config import config_to_dict
+    from ..fileio import OutputFolder, ensure_folder, file_digest
+    from ..inference.annotate import OUTPUT_SECTIONS, AnnotateOptions
     from ..inference.media import discover_inputs
 
     inputs, problems = discover_inputs(args.inputs)
@@ -106,11 +123,28 @@ def run(args: argparse.Namespace) -> int:
         _warn(problem)
     if not inputs:
         raise UserError("no images or videos to predict")
-    predictor = _predictor(args)
-    out = Path(args.out)
-    options = AnnotateOptions(threshold=args.threshold, batch_size=args.batch_size)
+    ensure_folder(Path(args.out), "--out")
+    predictor, cfg, network_file = _predictor(args)
+    options = AnnotateOptions(
+        threshold=args.threshold, batch_size=args.batch_size, max_pixels=args.max_pixels
+    )
+    settings = {
+        "network_sha256": file_digest(network_file),
+        "config": {k: v for k, v in config_to_dict(cfg).items() if k in OUTPUT_SECTIONS},
+        "threshold": args.threshold,
+    }
+    with OutputFolder(
+        args.out, command="predict", settings=settings, replace=args.overwrite
+    ) as out:
+        return _annotate(predictor, inputs, out, options, len(problems))
+
+
+def _annotate(predictor: Any, inputs: list, out: Any, options: Any, failures: int) -> int:
+    from tqdm import tqdm
+
+    from ..inference.annotate import annotate_images, annotate_video
+
     images = [item for item in inputs if item.kind == "image"]
-    failures = len(problems)
 
     def failed(message: str) -> None:
         nonlocal failures
@@ -134,6 +168,6 @@ def run(args: argparse.Namespace) -> int:
                 )
             except UserError as error:
                 failed(str(error))
-    print(f"predicted {predicted} frames of {len(inputs)} inputs into {out}", end="")
+    print(f"predicted {predicted} frames of {len(inputs)} inputs into {out.root}", end="")
     print(f" ({failures} problems, see warnings above)" if failures else "")
     return 1 if failures else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..data.synthetic.writer import default_workers
 from .common import add_no_progress
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data.synthetic import count_images, write_world
+    from ..fileio import FolderLock, ensure_folder
 
     counts = {
         "num_train": args.num_train,
@@ -83,9 +85,13 @@ def run(args: argparse.Namespace) -> int:
         "num_outliers": args.num_outliers,
         "num_test": args.num_test,
     }
-    with tqdm(
-        total=count_images(**counts), desc="synth", unit="img", disable=args.no_progress
-    ) as bar:
+    ensure_folder(Path(args.out), "--out")
+    with (
+        FolderLock(Path(args.out), "synth"),
+        tqdm(
+            total=count_images(**counts), desc="synth", unit="img", disable=args.no_progress
+        ) as bar,
+    ):
         summary = write_world(
             args.out,
             seed=args.seed,

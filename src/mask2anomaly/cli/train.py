@@ -6,6 +6,7 @@ Both run one process or many under `torchrun --nproc_per_node N -m mask2anomaly 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .common import add_device, add_no_progress, add_overrides
 
@@ -70,12 +71,17 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def _run(args: argparse.Namespace, *, stage2: bool) -> int:
     from .. import distributed
+    from ..fileio import FolderLock, ensure_folder
     from ..train.run import resolve_run
     from ..train.step import seed_everything
     from ..train.trainer import build_trainer
 
+    ensure_folder(Path(args.out), "--out")
     ctx = distributed.setup(args.device)
+    lock = FolderLock(Path(args.out), "train")
     try:
+        if ctx.is_main:
+            lock.acquire()
         run, cfg, last = resolve_run(
             args.out,
             config=args.config,
@@ -102,6 +108,7 @@ def _run(args: argparse.Namespace, *, stage2: bool) -> int:
         if ctx.is_main:
             print(f"wrote {final}")
     finally:
+        lock.release()
         distributed.teardown()
     return 0
 

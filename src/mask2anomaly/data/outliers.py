@@ -14,10 +14,12 @@ Two layouts give one `OutlierPool` of (image, outlier mask) pairs:
 
 from __future__ import annotations
 
+import difflib
 import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..fileio import atomic_path
+from ..fileio import write_atomic
 from .cityscapes import OUTLIER_LABEL
 from .coco import CocoImage, check_segmentations, read_coco_images, union_mask
 from .io import read_label_map, read_rgb
@@ -43,6 +45,18 @@ EXCLUDED_CATEGORIES = (
     "truck",
     "traffic light",
     "stop sign",
+)
+# The 80 COCO instance categories (instances_*.json), to tell a misspelt --exclude name from a
+# category this file happens not to have.
+COCO_CATEGORY_NAMES = frozenset(
+    name.replace("_", " ")
+    for name in """person bicycle car motorcycle airplane bus train truck boat
+traffic_light fire_hydrant stop_sign parking_meter bench bird cat dog horse sheep cow elephant bear
+zebra giraffe backpack umbrella handbag tie suitcase frisbee skis snowboard sports_ball kite
+baseball_bat baseball_glove skateboard surfboard tennis_racket bottle wine_glass cup fork knife
+spoon bowl banana apple sandwich orange broccoli carrot hot_dog pizza donut cake chair couch
+potted_plant bed dining_table toilet tv laptop mouse remote keyboard cell_phone microwave oven
+toaster sink refrigerator book clock vase scissors teddy_bear hair_drier toothbrush""".split()
 )
 MIN_SIZE = 480  # Meta-OOD keeps images whose height and width are both >= 480
 DEFAULT_SPLIT = "train2017"
@@ -95,8 +109,8 @@ class OutlierPool:
         Args:
             root: COCO folder.
             split: annotation file and image folder name, e.g. "train2017".
-            excluded_categories: category names whose images are dropped (names the file does
-                not define are ignored).
+            excluded_categories: category names whose images are dropped (each a category of
+                the file or of COCO; names the file lacks have no images to drop).
             min_size: smallest height and width kept.
         """
         root = Path(root)
@@ -105,9 +119,12 @@ class OutlierPool:
         if not json_path.is_file():
             raise UserError(f"{json_path}: COCO annotation file not found")
         images, categories = read_coco_images(json_path)
-        unknown = sorted(set(excluded_categories) - categories.keys())
-        if unknown:
-            logger.info("%s: no categories named %s to exclude", json_path, unknown)
+        for name in excluded_categories:  # a misspelt name would silently keep its images
+            if name not in categories and name not in COCO_CATEGORY_NAMES:
+                known = [*categories, *COCO_CATEGORY_NAMES]
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise UserError(f"{json_path}: no category named '{name}' to exclude{hint}")
         excluded = {categories[name] for name in excluded_categories if name in categories}
         kept = select_images(images, excluded, min_size)
         if not kept:
@@ -235,19 +252,15 @@ def open_outliers(
     )
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call write(temporary path), then rename it to `path`."""
-    with atomic_path(path, suffix=path.suffix) as temporary:
-        write(temporary)
-
-
 @dataclass(frozen=True)
 class PrepareSummary:
-    """Counts of a `prepare_outliers` run: written now, already there, skipped (empty mask)."""
+    """Counts of a `prepare_outliers` run: written now, already there, skipped (empty mask), and
+    the images left out because they cannot be decoded (with the reason)."""
 
     written: int
     existing: int
     empty: int
+    unreadable: tuple[str, ...] = ()
 
 
 def prepare_outliers(
@@ -264,7 +277,8 @@ def prepare_outliers(
     For each kept image: `out_dir/images/<stem><suffix>` (a byte copy of the COCO file) and
     `out_dir/ood_annotations/<stem>.png` (uint8, 254 on the union of its annotations, 0 else),
     each written atomically, the mask last; images whose mask already exists are skipped, so an
-    interrupted run continues. Images whose annotations rasterise to no pixel are left out.
+    interrupted run continues. Images whose annotations rasterise to no pixel, or whose file
+    does not decode, are left out (the latter listed in the summary).
     """
     pool = OutlierPool.from_coco(
         coco_root, split=split, excluded_categories=excluded_categories, min_size=min_size
@@ -273,6 +287,7 @@ def prepare_outliers(
     (out / MASK_FOLDER).mkdir(parents=True, exist_ok=True)
     (out / IMAGE_FOLDER).mkdir(parents=True, exist_ok=True)
     written = existing = empty = 0
+    unreadable = []
     for entry in tqdm(pool.entries, desc="prepare-outliers", unit="img", disable=not progress):
         mask_path = out / MASK_FOLDER / f"{entry.image_path.stem}.png"
         if mask_path.exists():
@@ -282,20 +297,33 @@ def prepare_outliers(
         if not mask.any():
             empty += 1
             continue
-        _check_image_size(entry, pool.source)
+        try:
+            _check_image(entry, pool.source)
+        except UserError as error:
+            unreadable.append(str(error))
+            continue
         image_path = out / IMAGE_FOLDER / entry.image_path.name
-        _atomic_write(image_path, lambda tmp, src=entry.image_path: shutil.copyfile(src, tmp))
+        write_atomic(image_path, partial(_copy, entry.image_path))
         label = Image.fromarray(mask.astype(np.uint8) * OUTLIER_LABEL)
-        _atomic_write(mask_path, lambda tmp, im=label: im.save(tmp, format="PNG"))
+        write_atomic(mask_path, partial(_save_png, label))
         written += 1
-    return PrepareSummary(written, existing, empty)
+    return PrepareSummary(written, existing, empty, tuple(unreadable))
 
 
-def _check_image_size(entry: OutlierEntry, source: Path) -> None:
-    """UserError unless the image file has the size the JSON gives (reads the header only)."""
+def _copy(source: Path, target: Path) -> None:
+    shutil.copyfile(source, target)
+
+
+def _save_png(image: Image.Image, target: Path) -> None:
+    image.save(target, format="PNG")
+
+
+def _check_image(entry: OutlierEntry, source: Path) -> None:
+    """UserError unless the image file decodes whole and has the size the JSON gives."""
     try:
         with Image.open(entry.image_path) as image:
             width, height = image.size
+            image.load()
     except (OSError, ValueError, SyntaxError) as error:
         raise UserError(f"{entry.image_path}: cannot read image ({error})") from None
     if (height, width) != (entry.height, entry.width):

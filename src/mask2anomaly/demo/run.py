@@ -29,6 +29,7 @@ from ..data.benchmarks import load_benchmark
 from ..data.synthetic import count_images, existing_world, write_world
 from ..data.synthetic.writer import default_workers
 from ..evaluation.driver import evaluate_semantic, score_dataset
+from ..fileio import OutputFolder, file_digest
 from ..inference.predictor import Prediction, Predictor
 from ..train.run import resolve_run
 from ..train.step import seed_everything
@@ -142,6 +143,17 @@ class StagePredictions:
         return self.unflipped.predict(image).semantic
 
 
+def eval_folder(out: Path, stage: str, refinement: str) -> OutputFolder:
+    """The folder of one row's maps: made by the stage's checkpoint with that refinement; maps
+    of an earlier checkpoint (a stage trained again) are replaced."""
+    settings = {
+        "weights_sha256": file_digest(out / stage / "model_final.pt"),
+        "refinement": refinement,
+    }
+    folder = out / "eval" / f"{stage}-{refinement}"
+    return OutputFolder(folder, command="demo", settings=settings, replace=True)
+
+
 def _evaluate(out: Path, world: Path, device: str) -> list[DemoRow]:
     """One result per row: pixel + component metrics per test set, and inlier mIoU."""
     rows = []
@@ -150,15 +162,16 @@ def _evaluate(out: Path, world: Path, device: str) -> list[DemoRow]:
     miou: dict[str, float] = {}
     for title, stage, refinement in ROWS:
         results = {}
-        for name, folder in TEST_SETS:
-            result = score_dataset(
-                load_benchmark(name, world / folder),
-                partial(predictions.anomaly, stage, refinement),
-                out / "eval" / f"{stage}-{refinement}",
-                protocols=("smiyc",),
-            )
-            assert result is not None  # compute_metrics is on
-            results[name] = result
+        with eval_folder(out, stage, refinement) as folder:
+            for name, root in TEST_SETS:
+                result = score_dataset(
+                    load_benchmark(name, world / root),
+                    partial(predictions.anomaly, stage, refinement),
+                    folder,
+                    protocols=("smiyc",),
+                )
+                assert result is not None  # compute_metrics is on
+                results[name] = result
         if stage not in miou:
             semantic = evaluate_semantic(val, partial(predictions.semantic, stage)).semantic
             miou[stage] = semantic.miou

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -20,6 +21,7 @@ from ..config import TrackName
 from ..data.benchmarks import Benchmark
 from ..data.layouts import Frame
 from ..errors import UserError
+from ..fileio import OutputFolder, file_signature
 from .component_metrics import TRACKS, ComponentMetrics
 from .maps import MapFolder, load_map, save_map
 from .pixel_metrics import ExactPixelMetrics, make_pixel_metrics
@@ -34,29 +36,39 @@ NUM_WORST_FRAMES = 4  # frames with the lowest per-frame AP get an overlay in th
 def score_dataset(
     dataset: Benchmark,
     score_fn: Callable[[np.ndarray], np.ndarray],
-    out_dir: str | Path,
+    out: OutputFolder | str | Path,
     *,
     protocols: Sequence[str] = ("smiyc",),
     map_format: str = "npy",
     shard: tuple[int, int] = (0, 1),
     compute_metrics: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> AnomalyResult | None:
     """Score every frame not stored yet (with or without label), then compute the metrics of
     the labelled frames from the stored maps.
 
     Args:
         score_fn: image uint8 [H, W, 3] RGB -> float32 [H, W] anomaly map (higher = anomaly).
-        out_dir: maps go to out_dir/maps/<dataset name>/<frame id>.<map_format>.
+        out: output folder (an open `OutputFolder`, or a path opened here with `settings`);
+            maps go to <out>/maps/<dataset name>/<frame id>.<map_format>, and a frame is
+            scored again when its image changed or its map is not the one journalled.
         shard: (rank, world size): this process scores frames rank, rank + world, ...
         compute_metrics: False under sharding for all but one process.
+        settings: what `score_fn` is (weights digest, config), when `out` is a path: a folder
+            scored with other settings is refused.
 
     Returns:
         the result of `score_maps`, or None when compute_metrics is False.
     """
-    maps_dir = Path(out_dir) / "maps" / dataset.name
+    if not isinstance(out, OutputFolder):
+        with OutputFolder(out, command="score_dataset", settings=settings or {}) as folder:
+            return score_dataset(dataset, score_fn, folder, protocols=protocols,
+                                 map_format=map_format, shard=shard,
+                                 compute_metrics=compute_metrics)  # fmt: skip
+    maps_dir = out.root / "maps" / dataset.name
     rank, world = shard
-    indices = range(rank, len(dataset), world)
-    todo = [i for i in indices if not stored_map(maps_dir, dataset.frames[i], map_format)]
+    signatures = {i: frame_signature(dataset.frames[i]) for i in range(rank, len(dataset), world)}
+    todo = [i for i, s in signatures.items() if not out.is_done(frame_key(dataset, i), s)]
     for i in tqdm(todo, desc=f"{dataset.name} [{rank}/{world}]", unit="frame", disable=None):
         frame = dataset.frames[i]
         image = dataset.load_image(i)
@@ -67,19 +79,23 @@ def score_dataset(
             )
         if not np.isfinite(score).all():
             raise UserError(f"{frame.image_path}: the anomaly map holds NaN or inf")
-        save_map(stored_map_path(maps_dir, frame, map_format), score)
+        path = maps_dir / f"{frame.frame_id}.{map_format}"
+        for other in maps_dir.glob(f"{frame.frame_id}.*"):
+            other.unlink()  # a map of another format would make the frame ambiguous
+        save_map(path, score)
+        out.mark_done(frame_key(dataset, i), signatures[i], [path])
     if not compute_metrics:
         return None
     return score_maps(maps_dir, dataset, protocols)
 
 
-def stored_map_path(maps_dir: Path, frame: Frame, map_format: str) -> Path:
-    """Where `score_dataset` stores a frame's map."""
-    return maps_dir / f"{frame.frame_id}.{map_format}"
+def frame_key(dataset: Benchmark, index: int) -> str:
+    return f"{dataset.name}/{dataset.frames[index].frame_id}"
 
 
-def stored_map(maps_dir: Path, frame: Frame, map_format: str) -> bool:
-    return stored_map_path(maps_dir, frame, map_format).is_file()
+def frame_signature(frame: Frame) -> list[list[int]]:
+    """The frame's input files as they are now (size, modification time)."""
+    return file_signature(frame.image_path, frame.overlay_path)
 
 
 def _frames(

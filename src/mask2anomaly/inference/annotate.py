@@ -10,7 +10,9 @@ number>` for a video frame):
 * `<name>_panel.jpg`: input | heat map | semantic map side by side;
 
 and for a video `<video>_annotated.mp4`, the overlays at the original frame rate. Every file is
-written atomically; a frame whose files all exist is not predicted again (resume).
+written atomically, and a frame counts as done only once all its files are written and journalled
+in the output folder (`fileio.OutputFolder`) with the signature of its input: a re-run skips the
+frames that are done and whose input is unchanged, and redoes the others.
 """
 
 from __future__ import annotations
@@ -23,17 +25,12 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
-from .media import (
-    MediaInput,
-    VideoReader,
-    VideoWriter,
-    read_image,
-    save_image_atomic,
-    save_npy_atomic,
-)
+from ..fileio import OutputFolder, file_signature, save_image_atomic, save_npy_atomic
+from .media import MediaInput, VideoReader, VideoWriter, read_image
 from .pictures import anomaly_to_png16, colorize_semantic, heat_overlay, prediction_panel
 from .predictor import Prediction, Predictor
 
+OUTPUT_SECTIONS = ("model", "scoring", "inference")  # the config sections outputs depend on
 OUTPUT_SUFFIXES = ("_anomaly.npy", "_anomaly.png", "_overlay.jpg", "_semantic.png", "_panel.jpg")
 JPEG_QUALITY = 92
 FRAME_DIGITS = 6  # video frame file names: 000000, 000001, ...
@@ -46,6 +43,7 @@ class AnnotateOptions:
 
     threshold: float | None = None
     batch_size: int = 1
+    max_pixels: int | None = None  # larger images are skipped with a warning
 
 
 def frame_outputs(out_dir: Path, name: str) -> dict[str, Path]:
@@ -53,14 +51,10 @@ def frame_outputs(out_dir: Path, name: str) -> dict[str, Path]:
     return {suffix: out_dir / f"{name}{suffix}" for suffix in OUTPUT_SUFFIXES}
 
 
-def is_done(out_dir: Path, name: str) -> bool:
-    return all(path.exists() for path in frame_outputs(out_dir, name).values())
-
-
 def write_frame(
     out_dir: Path, name: str, image: np.ndarray, prediction: Prediction, threshold: float | None
-) -> np.ndarray:
-    """Write one frame's five files; returns the overlay uint8 [H, W, 3]."""
+) -> tuple[np.ndarray, list[Path]]:
+    """Write one frame's five files; returns the overlay uint8 [H, W, 3] and the files."""
     paths = frame_outputs(out_dir, name)
     score = prediction.anomaly_score
     overlay = heat_overlay(image, score, threshold=threshold)
@@ -71,7 +65,7 @@ def write_frame(
     save_image_atomic(paths["_overlay.jpg"], overlay, quality=JPEG_QUALITY)
     panel = prediction_panel(image, overlay, semantic)
     save_image_atomic(paths["_panel.jpg"], panel, quality=JPEG_QUALITY)
-    return overlay
+    return overlay, list(paths.values())
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:
@@ -88,7 +82,7 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
 def annotate_images(
     predictor: Predictor,
     inputs: list[MediaInput],
-    out_dir: Path,
+    out: OutputFolder,
     options: AnnotateOptions,
     *,
     on_error: Callable[[str], None],
@@ -99,7 +93,8 @@ def annotate_images(
     An image that cannot be read (or predicted) is reported through `on_error` with its path;
     the others go on.
     """
-    todo = [item for item in inputs if not is_done(out_dir, item.name)]
+    signatures = {item.name: file_signature(item.path) for item in inputs}
+    todo = [item for item in inputs if not out.is_done(item.name, signatures[item.name])]
     for _ in range(len(inputs) - len(todo)):
         on_frame()
     done = 0
@@ -107,7 +102,7 @@ def annotate_images(
         loaded = []
         for item in batch:
             try:
-                loaded.append((item, read_image(item.path)))
+                loaded.append((item, read_image(item.path, max_pixels=options.max_pixels)))
             except UserError as error:
                 on_error(str(error))
                 on_frame()
@@ -119,7 +114,8 @@ def annotate_images(
             on_error(f"{', '.join(str(item.path) for item, _ in loaded)}: {error}")
             predictions = []
         for (item, image), prediction in zip(loaded, predictions):
-            write_frame(out_dir, item.name, image, prediction, options.threshold)
+            _, files = write_frame(out.root, item.name, image, prediction, options.threshold)
+            out.mark_done(item.name, signatures[item.name], files)
             done += 1
         for _ in loaded:
             on_frame()
@@ -138,7 +134,7 @@ def _overlay_of(frames_dir: Path, frame_name: str) -> np.ndarray:
 def annotate_video(
     predictor: Predictor,
     item: MediaInput,
-    out_dir: Path,
+    out: OutputFolder,
     options: AnnotateOptions,
     *,
     on_frame: Callable[[], None] = lambda: None,
@@ -147,10 +143,11 @@ def annotate_video(
     """Predict and write the frames of one video not done yet, then its annotated video (at the
     source frame rate). Returns the number of frames predicted; a video that cannot be opened
     or decoded raises UserError naming it (its finished frames stay on disk)."""
-    video_path = annotated_video_path(out_dir, item.name)
-    if video_path.exists():
+    video_path = annotated_video_path(out.root, item.name)
+    signature = file_signature(item.path)
+    if out.is_done(item.name, signature):
         return 0
-    frames_dir = out_dir / item.name
+    frames_dir = out.root / item.name
     done = 0
     with VideoReader(item.path) as reader:
         on_open(reader.num_frames)
@@ -158,12 +155,13 @@ def annotate_video(
         try:
             numbered = ((f"{i:0{FRAME_DIGITS}d}", frame) for i, frame in enumerate(reader))
             for batch in _batches(numbered, options.batch_size):
-                todo = [(n, f) for n, f in batch if not is_done(frames_dir, n)]
+                keys = {n: f"{item.name}/{n}" for n, _ in batch}
+                todo = [(n, f) for n, f in batch if not out.is_done(keys[n], signature)]
                 predictions = predictor.predict_batch([f for _, f in todo]) if todo else []
-                overlays = {
-                    n: write_frame(frames_dir, n, f, p, options.threshold)
-                    for (n, f), p in zip(todo, predictions)
-                }
+                overlays = {}
+                for (n, f), p in zip(todo, predictions):
+                    overlays[n], files = write_frame(frames_dir, n, f, p, options.threshold)
+                    out.mark_done(keys[n], signature, files)
                 for frame_name, _ in batch:
                     overlay = overlays.get(frame_name)
                     if overlay is None:  # written by an earlier run
@@ -178,4 +176,5 @@ def annotate_video(
             writer.abort()
             raise UserError(f"{item.path}: video has no frames")
         writer.close()
+    out.mark_done(item.name, signature, [video_path])
     return done

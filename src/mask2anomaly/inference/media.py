@@ -6,7 +6,8 @@ atomic file writes (temporary file + rename, so an interrupted run never leaves 
 from __future__ import annotations
 
 import glob
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import UserError
-from ..fileio import atomic_path, publish, temporary_beside
+from ..fileio import publish, temporary_beside
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
@@ -109,16 +110,33 @@ def to_rgb_uint8(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image))
 
 
-def read_image(path: Path) -> np.ndarray:
+DEFAULT_MAX_PIXELS = 150_000_000  # larger images are refused (a header can claim anything)
+
+
+def read_image(path: Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """An image file -> uint8 [H, W, 3] (EXIF orientation applied); one-line UserError if the
-    file cannot be decoded (truncated, not an image)."""
+    file cannot be decoded (truncated, not an image) or has more than `max_pixels` pixels
+    (None: no limit), checked before decoding."""
     try:
-        with Image.open(path) as opened:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                opened = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+        with opened:
+            width, height = opened.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise UserError(
+                    f"{path}: {width}x{height} pixels is more than the limit of {max_pixels} "
+                    "(--max-pixels)"
+                )
             opened.load()
             return to_rgb_uint8(ImageOps.exif_transpose(opened))
     except UnidentifiedImageError:
         raise UserError(f"{path}: not a readable image") from None
-    except (OSError, ValueError, SyntaxError) as error:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise UserError(f"{path}: cannot read image ({_first_line(error)})") from None
 
 
@@ -218,19 +236,3 @@ class VideoWriter:
     def abort(self) -> None:
         self._container.close()
         self._temporary.unlink(missing_ok=True)
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(temporary path) beside `path`, then rename it to `path` (same suffix, so
-    writers that pick a format by suffix work)."""
-    with atomic_path(path, suffix=path.suffix) as temporary:
-        write(temporary)
-
-
-def save_image_atomic(path: Path, pixels: np.ndarray, **options: Any) -> None:
-    """uint8 RGB / uint16 grey array -> image file (format from the suffix), atomically."""
-    write_atomic(path, lambda temporary: Image.fromarray(pixels).save(temporary, **options))
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    write_atomic(path, lambda temporary: np.save(temporary, array))

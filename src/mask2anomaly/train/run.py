@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..checkpoint import read_checkpoint
+from ..checkpoint import read_checkpoint, reject_model_overrides
 from ..config import Config, ConfigError, config_from_dict, load_config
 from ..errors import UserError
 
@@ -64,6 +64,7 @@ def resolve_run(
     if last is not None and not resume:
         raise UserError(f"{run.root}: already holds a run (pass --resume, or another --out)")
     if resume and last is not None:
+        reject_model_overrides(overrides, last)
         cfg = _stored_config(last)
     else:
         cfg = load_config(config)

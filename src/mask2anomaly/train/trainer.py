@@ -22,7 +22,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import distributed
-from ..checkpoint import load_backbone_weights, read_checkpoint, save_checkpoint
+from ..checkpoint import (
+    load_backbone_weights,
+    load_exactly,
+    read_checkpoint,
+    save_checkpoint,
+)
 from ..config import Config, save_config
 from ..data.anomaly_mix import build_anomaly_mix
 from ..data.benchmarks import Benchmark, load_benchmark
@@ -31,7 +36,7 @@ from ..data.transforms import build_train_transform
 from ..data.types import collate
 from ..errors import UserError
 from ..evaluation.driver import evaluate_semantic
-from ..fileio import json_safe, write_text_atomic
+from ..fileio import json_safe, read_jsonl, write_text_atomic
 from ..inference.predictor import Predictor
 from ..model import Mask2Anomaly, build_model
 from .losses import SetCriterion, build_criterion
@@ -138,12 +143,12 @@ class Trainer:
         """Drop log lines written after the checkpoint a resumed run restarts from."""
         if not (self.ctx.is_main and self.run.metrics.is_file()):
             return
-        kept = [
-            line
-            for line in self.run.metrics.read_text().splitlines()
-            if line.strip() and json.loads(line).get("iteration", 0) <= self.iteration
+        kept = [  # a torn last line (a killed run) is dropped too
+            record
+            for record in read_jsonl(self.run.metrics)
+            if isinstance(record.get("iteration"), int) and record["iteration"] <= self.iteration
         ]
-        write_text_atomic(self.run.metrics, "".join(line + "\n" for line in kept))
+        write_text_atomic(self.run.metrics, "".join(json.dumps(r) + "\n" for r in kept))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -268,17 +273,13 @@ def assert_replicas_identical(model: torch.nn.Module, iteration: int) -> None:
 def init_weights(
     model: Mask2Anomaly, *, init: str | Path | None, backbone_weights: str | Path | None
 ) -> None:
-    """Stage-2 initialisation from a native checkpoint, or backbone weights for stage 1."""
+    """Stage-2 initialisation from a native checkpoint, or backbone weights for stage 1; weights
+    that do not fit the model, or hold NaN / inf, are a one-line error."""
     if init is not None:
         data = read_checkpoint(init)
         # BatchNorm's step counter has no place in a frozen (FrozenBatchNorm) backbone
         weights = {k: v for k, v in data["model"].items() if not k.endswith("num_batches_tracked")}
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        if missing or unexpected:
-            raise UserError(
-                f"{init}: weights do not fit the model ({len(missing)} missing, "
-                f"{len(unexpected)} unexpected keys)"
-            )
+        load_exactly(model, weights, init)
     elif backbone_weights is not None:
         load_backbone_weights(model.backbone, backbone_weights)
 
