@@ -123,6 +123,8 @@ def test_killed_and_resumed_run_ends_with_identical_weights(cityscapes, tmp_path
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (interrupted / "model_final.pt").exists(), "the run finished before the kill"
+    with (interrupted / "metrics.jsonl").open("a") as log:
+        log.write('{"iteration": 7, "loss": 0.12')  # a line torn by the kill
     result = subprocess.run(
         _cli(*common, "--out", str(interrupted), "--resume"), capture_output=True, text=True
     )

@@ -55,7 +55,10 @@ def _one_line(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # --help, --version, or a bad flag (said in one line)
+        return exit.code if isinstance(exit.code, int) else EXIT_USER_ERROR
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     prefix = f"mask2anomaly {args.command}: error:"
     try:
