@@ -1,31 +1,36 @@
-"""Inference benchmark: seconds per image and peak extra memory of the full predictor.
+"""Inference benchmark: the predictor against a reference commit, measured in the same run.
 
-R-50 Mask2Anomaly (official sizes, random weights: speed does not depend on their values),
-batch 1, at 512x1024 and 1024x2048, with and without horizontal-flip averaging; then one
-deformable-attention encoder layer at 1024x2048 against the unchunked formulation (all levels'
-samples stacked at once, as the official CPU fallback does) measured in the same run.
+The reference is the package at another commit (default: the one before the performance work),
+checked out into a temporary git worktree. Both run the same R-50 Mask2Anomaly (official sizes,
+random weights built once and loaded by each), on the same synthetic street image, with
+`inference.resize=false` (the network sees the size in the table) and the official scoring, in
+alternating subprocesses (reference, new, reference, new, ...), so machine load hits both alike.
+Per row: best seconds per image of the later calls, peak extra memory of the first call (on CPU
+the resident-set high-water mark, reset before it, minus the resident set before it), and the
+largest difference of the anomaly maps from the reference's fp32 maps plus the share of pixels
+whose semantic class agrees. Then the new code's seconds per stage (network parts by forward
+hooks, post-processing by the predictor's own timer) at each size.
 
-Each measurement runs in a fresh subprocess so that peak memory is its own, measured on the
-first call: on CPU the peak resident set (VmHWM, reset before the call) minus the resident set
-before it; on CUDA torch.cuda.max_memory_allocated minus the allocation before it. Times are
-the best of the later calls.
-
-    python bench/inference.py [--device cpu|cuda] [--threads 2] [--sizes 512x1024,1024x2048]
+    python bench/inference.py [--reference REV] [--sizes 512x1024,1024x2048]
+        [--precisions fp32,bf16] [--flip both|on|off] [--rounds 2] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+REFERENCE = "1be254d5fa33d20700d561517be648b09d6b47a5"  # the commit before the speed work
+ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
 
 
@@ -62,125 +67,158 @@ class PeakMemory:
         self.seconds = time.perf_counter() - self.start
 
 
-def worker_predictor(size: tuple[int, int], flip: bool, device: torch.device, repeats: int) -> dict:
-    from mask2anomaly.config import InferenceConfig, ModelConfig
+# ----------------------------------------------------------------------------------------------
+# worker: one configuration, in its own process, with the mask2anomaly on its PYTHONPATH
+
+
+def worker(job: dict) -> dict:
+    from PIL import Image
+
+    from mask2anomaly.config import InferenceConfig, config_from_dict
     from mask2anomaly.inference.predictor import Predictor
     from mask2anomaly.model import build_model
 
-    torch.manual_seed(0)
-    model = build_model(ModelConfig()).to(device)
-    # no resize: the network sees the size in the table
-    inference = InferenceConfig(resize=False, flip=flip)
-    predictor = Predictor(model, inference=inference)
-    image = np.random.default_rng(0).integers(0, 256, size=(*size, 3), dtype=np.uint8)
-    return _measure(lambda: predictor.predict(image), device, repeats)
-
-
-def _measure(call, device: torch.device, repeats: int) -> dict:
-    """Peak extra memory of the first (cold) call; best time of `repeats` later calls."""
+    torch.set_num_threads(job["threads"])
+    device = torch.device(job["device"])
+    cfg = config_from_dict({"model": job["model"]})
+    model = build_model(cfg.model)
+    model.load_state_dict(torch.load(job["weights"], weights_only=True))
+    model = model.to(device).eval()
+    inference = InferenceConfig(resize=False, flip=job["flip"], precision=job["precision"])
+    image = np.asarray(Image.open(job["image"]).convert("RGB"))
     with PeakMemory(device) as cold:
-        call()
+        predictor = Predictor(model, inference=inference, batch_size=job["batch_size"])
+        prediction = predictor.predict(image)
+    timer = getattr(predictor, "timer", None)
+    if timer is not None:
+        timer.seconds.clear()
     times = []
-    for _ in range(repeats):
-        with PeakMemory(device) as measured:
-            call()
-        times.append(measured.seconds)
-    return {"seconds": min(times), "peak_bytes": cold.peak}
+    for _ in range(job["repeats"]):
+        with PeakMemory(device) as warm:
+            predictor.predict(image)
+        times.append(warm.seconds)
+    np.save(job["out"] + "_anomaly.npy", prediction.anomaly_score)
+    np.save(job["out"] + "_semantic.npy", prediction.semantic)
+    stages = {k: v / job["repeats"] for k, v in timer.seconds.items()} if timer else {}
+    return {"seconds": min(times), "peak_bytes": cold.peak, "stages": stages}
 
 
-def stacked_reference(value, shapes, locations, weights):
-    """Unchunked formulation: every level's samples for every query stacked, then weighted."""
-    batch, _, heads, dim = value.shape
-    queries, levels, points = locations.shape[1], locations.shape[3], locations.shape[4]
-    grids = 2 * locations - 1
-    samples = []
-    for level, (v, (h, w)) in enumerate(zip(value.split([h * w for h, w in shapes], 1), shapes)):
-        v = v.flatten(2).transpose(1, 2).reshape(batch * heads, dim, h, w)
-        grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        samples.append(
-            F.grid_sample(v, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        )
-    weights = weights.transpose(1, 2).reshape(batch * heads, 1, queries, levels * points)
-    out = (torch.stack(samples, dim=-2).flatten(-2) * weights).sum(-1)
-    return out.view(batch, heads * dim, queries).transpose(1, 2)
+# ----------------------------------------------------------------------------------------------
+# the parent: reference worktree, shared weights and image, alternating runs, table
 
 
-def worker_deformable(implementation: str, device: torch.device, repeats: int) -> dict:
-    from mask2anomaly.model.deformable_attention import multi_scale_deformable_attention
-
-    shapes = [(32, 64), (64, 128), (128, 256)]  # 1024x2048 input at strides 32, 16, 8
-    total = sum(h * w for h, w in shapes)
-    g = torch.Generator().manual_seed(0)
-    value = torch.randn(1, total, 8, 32, generator=g).to(device)
-    locations = torch.rand(1, total, 8, 3, 4, 2, generator=g).to(device)
-    weights = torch.rand(1, total, 8, 3, 4, generator=g).softmax(-1).to(device)
-    fn = multi_scale_deformable_attention if implementation == "ours" else stacked_reference
-    with torch.no_grad():
-        return _measure(lambda: fn(value, shapes, locations, weights), device, repeats)
+def _worktree(rev: str, folder: Path) -> Path:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(folder), rev],
+                   check=True, capture_output=True)  # fmt: skip
+    return folder / "src"
 
 
-def run_worker(args: list[str]) -> dict:
+def _shared_inputs(folder: Path, sizes: list[tuple[int, int]]) -> dict:
+    from PIL import Image
+
+    from mask2anomaly.config import ModelConfig, config_to_dict
+    from mask2anomaly.data.synthetic.scene import render_scene
+    from mask2anomaly.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig())
+    torch.save(model.state_dict(), folder / "weights.pt")
+    images = {}
+    for height, width in sizes:
+        scene = render_scene(np.random.default_rng(1), (height, width), anomalies="anywhere")
+        path = folder / f"image_{height}x{width}.png"
+        Image.fromarray(scene.image).save(path)
+        images[(height, width)] = str(path)
+    return {"weights": str(folder / "weights.pt"), "model": config_to_dict(ModelConfig()),
+            "images": images}  # fmt: skip
+
+
+def _run(src: Path, job: dict) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": str(job["threads"])}
     result = subprocess.run(
-        [sys.executable, __file__, "--worker", *args], check=True, capture_output=True, text=True
-    )
+        [sys.executable, __file__, "--worker", json.dumps(job)],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    if result.returncode:
+        raise RuntimeError(f"worker failed ({src}): {result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _compare(reference: str, new: str) -> tuple[float, float]:
+    a, b = np.load(reference + "_anomaly.npy"), np.load(new + "_anomaly.npy")
+    sa, sb = np.load(reference + "_semantic.npy"), np.load(new + "_semantic.npy")
+    return float(np.abs(a - b).max()), float((sa == sb).mean())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reference", default=REFERENCE)
     parser.add_argument("--sizes", default="512x1024,1024x2048")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--flip", choices=("both", "on", "off"), default="on")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating runs per side")
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls per run")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     if args.worker:
-        kind, *rest = args.worker
-        if kind == "predictor":
-            h, w = (int(v) for v in rest[0].split("x"))
-            result = worker_predictor((h, w), rest[1] == "flip", device, args.repeats)
-        else:
-            result = worker_deformable(rest[0], device, args.repeats)
-        print(json.dumps(result))
+        print(json.dumps(worker(json.loads(args.worker))))
         return
-    common = [
-        "--device",
-        args.device,
-        "--threads",
-        str(args.threads),
-        "--repeats",
-        str(args.repeats),
-    ]
-    print(
-        f"mask2anomaly inference benchmark: R-50, batch 1, device {args.device}, "
-        f"{args.threads} threads, best of {args.repeats}\n"
-    )
-    print("| input | flip averaging | s / image | peak extra memory (MiB) |")
-    print("|---|---|---|---|")
-    for size in args.sizes.split(","):
-        for flip in ("plain", "flip"):
-            r = run_worker(["predictor", size, flip, *common])
-            print(
-                f"| {size} | {'on' if flip == 'flip' else 'off'} | {r['seconds']:.2f} | "
-                f"{r['peak_bytes'] / MIB:.0f} |",
-                flush=True,
-            )
-    ours = run_worker(["deformable", "ours", *common])
-    reference = run_worker(["deformable", "stacked", *common])
-    print(
-        "\nOne deformable attention call at 1024x2048 (43,008 queries, 8 heads, 3 levels, "
-        "4 points):\n"
-    )
-    print("| implementation | s | peak extra memory (MiB) | memory vs stacked | time vs stacked |")
-    print("|---|---|---|---|---|")
-    for name, r in (("ours (chunked, level by level)", ours), ("stacked reference", reference)):
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    flips = {"both": (True, False), "on": (True,), "off": (False,)}[args.flip]
+    with tempfile.TemporaryDirectory(prefix="m2a-bench-") as tmp:
+        folder = Path(tmp)
+        reference_src = _worktree(args.reference, folder / "reference")
+        new_src = ROOT / "src"
+        shared = _shared_inputs(folder, sizes)
+        print(f"reference {args.reference[:10]} vs working tree; R-50, random weights, "
+              f"{args.threads} threads, {args.device}, batch {args.batch_size}, best of "
+              f"{args.rounds} alternating runs x {args.repeats} calls\n")  # fmt: skip
         print(
-            f"| {name} | {r['seconds']:.3f} | {r['peak_bytes'] / MIB:.0f} | "
-            f"{r['peak_bytes'] / reference['peak_bytes']:.2f} | "
-            f"{r['seconds'] / reference['seconds']:.2f} |"
+            "| size | flip | precision | reference s | new s | speed-up | reference peak MiB "
+            "| new peak MiB | peak ratio | max abs diff vs ref fp32 | semantic agreement |"
         )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        stages = {}
+        for size in sizes:
+            for flip in flips:
+                base = {"weights": shared["weights"], "model": shared["model"],
+                        "image": shared["images"][size], "flip": flip, "threads": args.threads,
+                        "device": args.device, "repeats": args.repeats,
+                        "batch_size": args.batch_size}  # fmt: skip
+                ref_out = str(folder / f"ref_{size[0]}_{flip}_fp32")
+                runs: dict[str, list[dict]] = {}
+                for precision in args.precisions.split(","):
+                    new_out = str(folder / f"new_{size[0]}_{flip}_{precision}")
+                    for _ in range(args.rounds):
+                        if precision == "fp32" or "ref" not in runs:
+                            job = {**base, "precision": "fp32", "out": ref_out}
+                            runs.setdefault("ref", []).append(_run(reference_src, job))
+                        job = {**base, "precision": precision, "out": new_out}
+                        runs.setdefault(precision, []).append(_run(new_src, job))
+                    ref, new = runs["ref"], runs[precision]
+                    ref_s = min(r["seconds"] for r in ref)
+                    new_s = min(r["seconds"] for r in new)
+                    ref_peak = min(r["peak_bytes"] for r in ref) / MIB
+                    new_peak = min(r["peak_bytes"] for r in new) / MIB
+                    diff, agree = _compare(ref_out, new_out)
+                    print(f"| {size[0]}x{size[1]} | {'on' if flip else 'off'} | {precision} | "
+                          f"{ref_s:.2f} | {new_s:.2f} | {ref_s / new_s:.2f}x | {ref_peak:.0f} | "
+                          f"{new_peak:.0f} | {new_peak / ref_peak:.2f} | {diff:.1e} | "
+                          f"{100 * agree:.2f} % |", flush=True)  # fmt: skip
+                    best = min(new, key=lambda r: r["seconds"])
+                    stages[(size, flip, precision)] = best["stages"]
+        print("\nNew code, seconds per image by stage (mean of the timed calls of its best run):\n")
+        names = sorted({n for s in stages.values() for n in s})
+        print("| size | flip | precision | " + " | ".join(names) + " |")
+        print("|---|---|---|" + "---|" * len(names))
+        for (size, flip, precision), seconds in stages.items():
+            cells = " | ".join(f"{seconds.get(n, 0.0):.2f}" for n in names)
+            print(f"| {size[0]}x{size[1]} | {'on' if flip else 'off'} | {precision} | {cells} |")
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                        str(folder / "reference")], capture_output=True)  # fmt: skip
 
 
 if __name__ == "__main__":

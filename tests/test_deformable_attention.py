@@ -39,19 +39,28 @@ def naive_deformable_attention(value, shapes, locations, weights):
     return out.view(batch, num_queries, heads * dim)
 
 
+IMPLEMENTATIONS = {
+    "default": da.multi_scale_deformable_attention,
+    "gather": da.gather_deformable_attention,
+    "grid_sample": da.grid_sample_deformable_attention,
+}
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("chunk_elements", [None, 7])
-def test_matches_naive_loop(monkeypatch, chunk_elements):
+def test_matches_naive_loop(monkeypatch, chunk_elements, implementation):
     torch.manual_seed(0)
     shapes = [(3, 5), (2, 3), (1, 2)]
     batch, heads, dim, queries, points = 2, 2, 3, 4, 3
     value = torch.randn(batch, sum(h * w for h, w in shapes), heads, dim)
-    # locations partly outside [0, 1] to exercise the zero padding
+    # locations partly outside [0, 1], some far outside, to exercise the zero padding
     locations = torch.rand(batch, queries, heads, len(shapes), points, 2) * 1.4 - 0.2
+    locations[0, 0] = locations[0, 0] * 6 - 3
     weights = torch.rand(batch, queries, heads, len(shapes), points)
     weights = weights / weights.sum(dim=(-1, -2), keepdim=True)
     if chunk_elements is not None:  # force several query chunks
         monkeypatch.setattr(da, "MAX_SAMPLED_ELEMENTS", chunk_elements * batch * heads * dim)
-    result = da.multi_scale_deformable_attention(value, shapes, locations, weights)
+    result = IMPLEMENTATIONS[implementation](value, shapes, locations, weights)
     expected = naive_deformable_attention(value, shapes, locations, weights)
     assert result.shape == (batch, queries, heads * dim)
     assert torch.allclose(result.double(), expected, atol=1e-5)
@@ -73,3 +82,21 @@ def test_module_offsets_are_in_level_pixels():
     centre = torch.tensor([[[(0 + 0.5) / w, (1 + 0.5) / h]]])  # pixel (row 1, col 0)
     out = attn(torch.randn(1, 1, 4), centre[:, :, None, :], value, [(h, w)])
     assert torch.allclose(out[0, 0], value[0, 1 * w + 1], atol=1e-6)  # pixel (row 1, col 1)
+
+
+def test_encoder_layer_in_token_chunks_equals_the_whole_layer(monkeypatch):
+    from mask2anomaly.model import pixel_decoder as pd
+
+    torch.manual_seed(0)
+    layer = pd.DeformableEncoderLayer(dim=16, ffn_dim=32, num_levels=2, num_heads=2, num_points=2)
+    shapes = [(3, 5), (2, 3)]
+    tokens = sum(h * w for h, w in shapes)
+    src, pos = torch.randn(2, tokens, 16), torch.randn(2, tokens, 16)
+    reference = pd.encoder_reference_points(shapes, 2, src.device).expand(2, -1, -1, -1)
+    whole = layer(src, pos, reference, shapes)  # gradients on: the whole-layer path
+    monkeypatch.setattr(pd, "TOKEN_CHUNK", 4)  # several chunks of tokens
+    with torch.no_grad():
+        chunked = layer(src, pos, reference, shapes)
+    # the same rows up to the rounding of matrix products of other shapes (bitwise at the
+    # sizes the predictor uses: thousands of tokens per chunk)
+    assert torch.allclose(chunked, whole.detach(), rtol=0, atol=1e-6)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mask2anomaly.errors import UserError
-from mask2anomaly.inference.predictor import Predictor, resized_shape
+from mask2anomaly.inference.predictor import Predictor, resized_shape, upsampled_rows
 from mask2anomaly.model import build_model
 
 
@@ -152,3 +152,15 @@ def test_refinement_keep_mask_and_precision_options(confident_model, tiny_config
     q = bf16.predict(image)
     assert q.anomaly_score.dtype == np.float32 and np.isfinite(q.anomaly_score).all()
     assert np.abs(q.anomaly_score_unrefined - p.anomaly_score_unrefined).mean() < 0.1
+
+
+@pytest.mark.parametrize(("rows", "band"), [(12, 64), (12, 5), (9, 7), (16, 1)])
+def test_upsampled_rows_are_the_rows_of_the_full_upsampling(rows, band):
+    logits = torch.randn(3, rows, 10, generator=torch.Generator().manual_seed(rows + band))
+    padded = (rows * 4, 40)
+    full = F.interpolate(logits[None], size=padded, mode="bilinear", align_corners=False)[0]
+    bands = [
+        upsampled_rows(logits, top, min(top + band, padded[0]), padded)
+        for top in range(0, padded[0], band)
+    ]
+    assert torch.equal(torch.cat(bands, dim=1), full)  # bitwise

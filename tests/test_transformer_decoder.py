@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mask2anomaly.model import build_model
 from mask2anomaly.model.transformer_decoder import (
     CrossAttentionLayer,
     TransformerDecoder,
@@ -107,7 +108,7 @@ def test_attention_masks_per_branch():
         num_classes=2,
     )
     logits = torch.tensor([[[-5.0, -4.0], [3.0, 2.0], [-1.0, 0.0]]])[:, :, None, :]  # [1, 3, 1, 2]
-    fg, bg = decoder.attention_masks(logits, (1, 2))
+    fg, bg = decoder.attention_masks(logits)  # logits at the attended size (1, 2)
     assert fg.shape == (2, 3, 2)  # [B * heads, Q, S]
     # query 0: nothing in the foreground -> row unblocked; background sees everything anyway
     assert not fg[0, 0].any() and not bg[0, 0].any()
@@ -139,3 +140,21 @@ def test_decoder_returns_one_prediction_per_layer_plus_queries():
     # each image is decoded independently of the others in the batch
     single = decoder([x[1:] for x in multi_scale], mask_features[1:])
     assert torch.allclose(single[-1][1][0], predictions[-1][1][1], atol=1e-5)
+
+
+def test_infer_is_the_last_prediction_and_low_res_masks_are_close(tiny_config):
+    torch.manual_seed(0)
+    model = build_model(tiny_config.model).eval()
+    images = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        full = model(images)
+        final = model.infer(images)
+        assert final.aux == ()
+        assert torch.equal(final.class_logits, full.class_logits)
+        assert torch.equal(final.mask_logits, full.mask_logits)
+        # outside float32, infer resizes the mask features instead of the mask logits for the
+        # attention masks (the resize commutes with the linear mask head): float64 shows it
+        model.double()
+        exact, low_res = model(images.double()), model.infer(images.double())
+    assert torch.allclose(low_res.mask_logits, exact.mask_logits, atol=1e-9)
+    assert torch.allclose(low_res.class_logits, exact.class_logits, atol=1e-9)

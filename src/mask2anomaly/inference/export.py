@@ -39,7 +39,7 @@ class FinalPrediction(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        output = self.model(images)
+        output = self.model.infer(images)
         return output.class_logits, output.mask_logits
 
 
@@ -108,7 +108,7 @@ def _require(module: str) -> Any:
 class OnnxNetwork:
     """An exported network run by onnxruntime, usable as `Predictor(OnnxNetwork(path))`.
 
-    Provides what Predictor uses of Mask2Anomaly: `preprocess`, calling it on a batch
+    Provides what Predictor uses of Mask2Anomaly: `preprocess`, `infer` on a batch
     (-> ModelOutput without aux predictions), `eval()`, and `pixel_mean` (whose device, CPU, is
     where Predictor post-processes). A static export takes only its own input size; batches
     are run one image at a time when its batch size is fixed.
@@ -140,7 +140,7 @@ class OnnxNetwork:
         """Same normalisation and padding as Mask2Anomaly.preprocess (shared code)."""
         return Mask2Anomaly.preprocess(self, images)  # type: ignore[arg-type]
 
-    def __call__(self, images: torch.Tensor) -> ModelOutput:
+    def infer(self, images: torch.Tensor) -> ModelOutput:
         """images: normalised [B, 3, H, W] -> ModelOutput(class_logits, mask_logits, aux=())."""
         fixed = [s if isinstance(s, int) else None for s in self.input_shape]
         if fixed[2:] != [None, None] and list(images.shape[2:]) != fixed[2:]:
@@ -174,7 +174,7 @@ def onnx_max_differences(
     batch [B, 3, H, W] (B must fit the export)."""
     with torch.no_grad():
         expected = model.eval()(images.to(model.pixel_mean.device))
-    got = network(images)
+    got = network.infer(images)
     return {
         "class_logits": float((got.class_logits - expected.class_logits.cpu()).abs().max()),
         "mask_logits": float((got.mask_logits - expected.mask_logits.cpu()).abs().max()),

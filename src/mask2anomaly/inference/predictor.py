@@ -6,12 +6,16 @@ pad to a multiple of 32, forward, upsample the mask logits to the padded size, c
 semantic probabilities and the refinement map, resize them back to the original size, score;
 then the same on the horizontally flipped image, flipped back and averaged. Every step is
 switchable through InferenceConfig and ScoringConfig.
+
+The upsampled mask probabilities are never held for all queries at full size: they are computed
+in bands of rows (bitwise the rows of the full upsampling), each band reduced at once to the
+semantic probabilities and the refinement channels. `Predictor.timer` holds the seconds spent
+per stage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -24,15 +28,17 @@ from PIL import Image
 from ..config import Config, InferenceConfig, ScoringConfig
 from ..errors import UserError
 from ..model import ModelOutput
-from ..scoring import (
-    anomaly_from_semantic,
-    refine,
-    refinement_map,
-    refinement_queries,
-    semantic_probs,
+from ..scoring import refine, refinement_map, refinement_queries
+from .runtime import (
+    StageTimer,
+    network_for,
+    precision_context,
+    release_memory,
+    tune_allocator,
 )
 
-QUERY_CHUNK = 25  # queries upsampled to full resolution at once (bounds memory)
+ROW_BAND = 64  # rows of the padded input whose mask probabilities are computed at once
+MASK_STRIDE = 4  # mask logits are at 1/4 of the padded input
 
 
 class Network(Protocol):
@@ -44,39 +50,18 @@ class Network(Protocol):
 
     def preprocess(self, images: list[torch.Tensor]) -> torch.Tensor: ...
 
-    def __call__(self, images: torch.Tensor) -> ModelOutput: ...
+    def infer(self, images: torch.Tensor) -> ModelOutput: ...
 
 
 class ViewResult(NamedTuple):
-    """One view (image or its flip) at the original size: anomaly [H, W], refined anomaly,
-    refinement keep mask (1 kept, 0 zeroed), semantic probabilities [K, H, W]."""
+    """One view (image or its flip) at the original size: anomaly [H, W], refinement keep mask
+    (1 kept, 0 zeroed), semantic labels [H, W] (train IDs), semantic probabilities [K, H, W]
+    when asked for."""
 
     anomaly: torch.Tensor
-    refined: torch.Tensor
     keep: torch.Tensor
-    semantic: torch.Tensor
-
-
-AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def _set_tf32(matmul: bool, cudnn: bool) -> None:
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
-
-
-@contextmanager
-def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """fp32: exact float32 (TF32 off, the official numbers); tf32: TF32 matmuls and convs on
-    GPUs that have them; fp16 / bf16: autocast (the pixel decoder stays float32)."""
-    with ExitStack() as stack:
-        if device.type == "cuda":
-            stack.callback(
-                _set_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-            )
-            _set_tf32(precision != "fp32", precision != "fp32")
-        if precision in AUTOCAST_DTYPES:
-            stack.enter_context(torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision]))
-        yield
+    labels: torch.Tensor
+    semantic: torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -123,7 +108,8 @@ class Predictor:
     """Anomaly segmentation with a Mask2Anomaly model.
 
     Args:
-        model: the network (put in eval mode here).
+        model: the network (put in eval mode here). For `inference.precision=bf16` on CPU the
+            predictor runs a bfloat16 copy of it, made here.
         scoring, inference: refinement and pre-/post-processing settings.
         batch_size: views (images or their flips) of equal size run in one forward.
     """
@@ -141,6 +127,10 @@ class Predictor:
         self.scoring = scoring or ScoringConfig()
         self.inference = inference or InferenceConfig()
         self.batch_size = batch_size
+        if self.device.type == "cpu":
+            tune_allocator()
+        self.network = network_for(model, self.inference.precision, self.device)
+        self.timer = StageTimer()
 
     @classmethod
     def from_checkpoint(
@@ -175,7 +165,8 @@ class Predictor:
         views = [(i, False) for i in range(len(arrays))]
         if self.inference.flip:
             views += [(i, True) for i in range(len(arrays))]
-        inputs = {view: self._prepare(arrays[view[0]], flip=view[1]) for view in views}
+        with self.timer.stage("resize input"):
+            inputs = {view: self._prepare(arrays[view[0]], flip=view[1]) for view in views}
         groups: dict[tuple[int, ...], list[tuple[int, bool]]] = {}
         for view, tensor in inputs.items():
             groups.setdefault(tuple(tensor.shape), []).append(view)
@@ -183,18 +174,27 @@ class Predictor:
         for members in groups.values():
             for start in range(0, len(members), self.batch_size):
                 chunk = members[start : start + self.batch_size]
-                batch = self.model.preprocess([inputs[v] for v in chunk])
-                with precision_context(self.inference.precision, self.device):
-                    output = self.model(batch)
+                output, padded = self._forward([inputs[v] for v in chunk])
                 for j, view in enumerate(chunk):
                     results[view] = self._postprocess(
                         output.class_logits[j].float(),
                         output.mask_logits[j].float(),
-                        batch.shape[-2:],
+                        padded,
                         inputs[view].shape[-2:],
                         arrays[view[0]].shape[:2],
+                        keep_semantic=return_semantic_probs and not view[1],
                     )
-        return [self._combine(results, i, return_semantic_probs) for i in range(len(arrays))]
+        with self.timer.stage("flip average"):
+            return [self._combine(results, i, return_semantic_probs) for i in range(len(arrays))]
+
+    def _forward(self, images: list[torch.Tensor]) -> tuple[ModelOutput, torch.Size]:
+        """Normalise, pad and run the network on equal-size views."""
+        with self.timer.stage("network"), self.timer.hooks(self.network):
+            batch = self.network.preprocess(images)
+            with precision_context(self.inference.precision, self.device):
+                output = self.network.infer(batch)
+            release_memory()
+            return output, batch.shape[-2:]
 
     def _prepare(self, image: np.ndarray, *, flip: bool) -> torch.Tensor:
         """uint8 [H, W, 3] -> float32 [3, h, w] on the model's device (flipped, resized)."""
@@ -214,59 +214,109 @@ class Predictor:
         padded: torch.Size,
         input_size: torch.Size,
         size: tuple[int, int],
+        keep_semantic: bool,
     ) -> ViewResult:
         """One view's maps at the original size.
 
         Mask logits are upsampled to the padded input size, cropped to the input, and the
-        semantic / refinement channels resized to the original size, as the official code does.
+        semantic / refinement channels resized to the original size, as the official code does
+        (in bands of rows: see the module docstring). Without resizing, each band is scored at
+        once and the semantic probabilities are kept only when `keep_semantic`.
         """
-        h, w = input_size
+        height, width = int(input_size[0]), int(input_size[1])
         size = (int(size[0]), int(size[1]))
-
-        def mask_probs(index: torch.Tensor | slice) -> torch.Tensor:
-            logits = F.interpolate(
-                mask_logits[None, index], size=tuple(padded), mode="bilinear", align_corners=False
-            )[0]
-            return logits[:, :h, :w].sigmoid()
-
-        def to_original(maps: torch.Tensor) -> torch.Tensor:
-            if tuple(maps.shape[-2:]) == tuple(size):
-                return maps
-            return F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
-
-        parts = (slice(s, s + QUERY_CHUNK) for s in range(0, mask_logits.shape[0], QUERY_CHUNK))
-        semantic = sum(
-            semantic_probs(class_logits[None, part], mask_probs(part)[None])[0] for part in parts
-        )
-        assert isinstance(semantic, torch.Tensor)
-        semantic = to_original(semantic)
-        anomaly = anomaly_from_semantic(semantic)
+        resized = size != (height, width)
         scoring = self.scoring
         indices, scores = refinement_queries(
             class_logits, scoring.refinement, scoring.refine_class_threshold
         )
-        keep = torch.ones_like(anomaly)
-        if len(indices):
-            refine_map = refinement_map(scores, mask_probs(indices), resize=to_original)
-            keep = refine(keep, refine_map, scoring.refine_mask_threshold)
-        return ViewResult(anomaly, anomaly * keep, keep, semantic)
+        class_probs = class_logits.softmax(-1)[:, :-1]  # [Q, K]
+        full = resized or keep_semantic
+        semantic = class_logits.new_empty((class_probs.shape[1], height, width) if full else (0,))
+        anomaly = class_logits.new_empty(height, width)
+        labels = torch.empty(height, width, dtype=torch.uint8, device=class_logits.device)
+        kept = class_logits.new_empty((len(indices), height, width) if resized else (0,))
+        refine_map = class_logits.new_empty(height, width) if len(indices) else None
+        with self.timer.stage("mask upsampling + semantic"):
+            for top in range(0, height, ROW_BAND):
+                bottom = min(top + ROW_BAND, height)
+                probs = upsampled_rows(mask_logits, top, bottom, padded)[:, :, :width].sigmoid()
+                band = torch.einsum("qk,qhw->khw", class_probs, probs)
+                if full:
+                    semantic[:, top:bottom] = band
+                if not resized:
+                    best, labels[top:bottom] = band.max(0)
+                    anomaly[top:bottom] = 1.0 - best
+                if len(indices):
+                    channels = scores[:, None, None] * probs[indices]
+                    if resized:
+                        kept[:, top:bottom] = channels
+                    else:
+                        assert refine_map is not None
+                        refine_map[top:bottom] = channels.amax(0)
+        if resized:
+            with self.timer.stage("resize back"):
+                semantic = _resize(semantic, size)
+                best, labels = semantic.max(0)
+                anomaly = 1.0 - best
+                if len(indices):
+                    resize = lambda maps: _resize(maps, size)  # noqa: E731
+                    refine_map = refinement_map(torch.ones_like(scores), kept, resize=resize)
+        with self.timer.stage("refinement"):
+            keep = refine(torch.ones_like(anomaly), refine_map, scoring.refine_mask_threshold)
+        return ViewResult(
+            anomaly, keep, labels.to(torch.uint8), semantic if keep_semantic else None
+        )
 
     def _combine(
         self, results: dict[tuple[int, bool], ViewResult], index: int, return_semantic_probs: bool
     ) -> Prediction:
-        """Average the unflipped view with the flipped one, flipped back (official TTA)."""
+        """Average the unflipped view with the flipped one, flipped back (official TTA); the
+        semantic map is the unflipped view's."""
         view = results[(index, False)]
-        anomaly, refined, keep = view.anomaly, view.refined, view.keep
+        anomaly, keep = view.anomaly, view.keep
         if self.inference.flip:
             other = results[(index, True)]
             anomaly = (anomaly + other.anomaly.flip(-1)) / 2
-            refined = (refined + other.refined.flip(-1)) / 2
+            refined = (view.anomaly * view.keep + (other.anomaly * other.keep).flip(-1)) / 2
             keep = (keep + other.keep.flip(-1)) / 2
-        semantic = view.semantic
+        else:
+            refined = anomaly * keep
         return Prediction(
             anomaly_score=refined.cpu().numpy(),
             anomaly_score_unrefined=anomaly.cpu().numpy(),
-            semantic=semantic.argmax(0).to(torch.uint8).cpu().numpy(),
+            semantic=view.labels.cpu().numpy(),
             refinement_keep=keep.cpu().numpy(),
-            semantic_probs=semantic.cpu().numpy() if return_semantic_probs else None,
+            semantic_probs=(
+                view.semantic.cpu().numpy()
+                if return_semantic_probs and view.semantic is not None
+                else None
+            ),
         )
+
+
+def _resize(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[C, h, w] -> [C, H, W] bilinear (align_corners=False), unless already that size."""
+    if tuple(maps.shape[-2:]) == size:
+        return maps
+    return F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def upsampled_rows(
+    mask_logits: torch.Tensor, top: int, bottom: int, padded: torch.Size | tuple[int, int]
+) -> torch.Tensor:
+    """Rows [top, bottom) of `F.interpolate(mask_logits, size=padded, mode="bilinear")`
+    ([Q, bottom - top, W_padded]), bitwise: the band's source rows with one row of margin on
+    each side are upsampled by the same exact factor, so every kept row sees the same source
+    rows and weights as in the full upsampling."""
+    rows = mask_logits.shape[-2]
+    first = max(0, top // MASK_STRIDE - 1)
+    last = min(rows, (bottom - 1) // MASK_STRIDE + 2)
+    band = F.interpolate(
+        mask_logits[None, :, first:last],
+        size=((last - first) * MASK_STRIDE, int(padded[1])),
+        mode="bilinear",
+        align_corners=False,
+    )[0]
+    offset = first * MASK_STRIDE
+    return band[:, top - offset : bottom - offset]

@@ -75,6 +75,14 @@ class Mask2Anomaly(nn.Module):
         class_logits, mask_logits = predictions[-1]
         return ModelOutput(class_logits, mask_logits, tuple(predictions[:-1]))
 
+    def infer(self, images: torch.Tensor) -> ModelOutput:
+        """The final prediction only (aux empty), for inference: the decoder frees each
+        intermediate mask prediction as soon as its attention masks are made."""
+        mask_features, multi_scale = self.pixel_decoder(self.backbone(images))
+        predictions = self.decoder(multi_scale, mask_features, keep_intermediate=False)
+        class_logits, mask_logits = predictions[-1]
+        return ModelOutput(class_logits, mask_logits, ())
+
 
 def build_model(cfg: ModelConfig) -> Mask2Anomaly:
     """Wire the three parts of the network from a ModelConfig."""

@@ -2,7 +2,8 @@
 
 A deformable transformer encoder runs over res5, res4, res3 (strides 32, 16, 8); one FPN level
 adds res2 at stride 4, from which the per-pixel mask features are projected (spec
-official-implementation.md §4.1). All of it runs in float32, as the official code does.
+official-implementation.md §4.1). All of it runs in float32 (outside autocast), as the official
+code does, or in the dtype of its own weights when the whole network is converted (bf16).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from torch import nn
 from .backbone import ConvNorm
 from .deformable_attention import MSDeformAttn
 from .position_encoding import position_encoding_like
+
+TOKEN_CHUNK = 8192  # tokens through an encoder layer at once in inference
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -47,10 +50,36 @@ class DeformableEncoderLayer(nn.Module):
         spatial_shapes: list[tuple[int, int]],
     ) -> torch.Tensor:
         """src, pos: [B, S, C] all levels flattened; reference_points [B, S, L, 2]."""
+        if not torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export():
+            return self._forward_in_chunks(src, pos, reference_points, spatial_shapes)
         attended = self.self_attn(src + pos, reference_points, src, spatial_shapes)
+        return self._after_attention(src, attended)
+
+    def _after_attention(self, src: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         src = self.norm1(src + self.dropout(attended))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(src), inplace=True)))
         return self.norm2(src + self.dropout(ffn))
+
+    def _forward_in_chunks(
+        self,
+        src: torch.Tensor,
+        pos: torch.Tensor,
+        reference_points: torch.Tensor,
+        spatial_shapes: list[tuple[int, int]],
+    ) -> torch.Tensor:
+        """Inference: every token's value in one table, then everything after it (attention,
+        norms, FFN: all per token) for chunks of tokens — the rows of `forward` (up to the
+        rounding of differently shaped matrix products), with small temporaries."""
+        table = self.self_attn.table(src, spatial_shapes)
+        out = torch.empty_like(src)
+        for start in range(0, src.shape[1], TOKEN_CHUNK):
+            part = slice(start, start + TOKEN_CHUNK)
+            query = src[:, part] + pos[:, part]
+            attended = self.self_attn.attend(
+                query, reference_points[:, part], table, spatial_shapes
+            )
+            out[:, part] = self._after_attention(src[:, part], attended)
+        return out
 
 
 def encoder_reference_points(
@@ -182,17 +211,26 @@ class PixelDecoder(nn.Module):
 
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Backbone features -> (mask features [B, mask_dim, H/4, W/4],
-        multi-scale maps [B, conv_dim, h, w] at strides 32, 16, 8)."""
+        multi-scale maps [B, conv_dim, h, w] at strides 32, 16, 8). Consumes `features`: each
+        entry is dropped from the dict once used, so that its memory is freed early."""
+        dtype = self.mask_features.weight.dtype  # float32, or the network's own (bf16 copy)
         with torch.autocast(device_type=features["res5"].device.type, enabled=False):
             srcs, pos = [], []
             for proj, name in zip(self.input_proj, self.encoder_features):
-                x = features[name].float()
+                x = features.pop(name).to(dtype)
                 srcs.append(proj(x))
                 pos.append(position_encoding_like(x, self.conv_dim))
+            del x
             multi_scale = self.encoder(srcs, pos)
-            lateral = self.lateral_conv(features["res2"].float())
-            top_down = F.interpolate(
-                multi_scale[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False
+            del srcs, pos
+            lateral = self.lateral_conv(features.pop("res2").to(dtype))
+            top = multi_scale[-1]
+            if dtype != torch.float32:  # the NHWC kernels (float32 keeps the official order)
+                top = top.contiguous(memory_format=torch.channels_last)
+            lateral += F.interpolate(  # in place: one stride-4 map fewer alive
+                top, size=lateral.shape[-2:], mode="bilinear", align_corners=False
             )
-            fpn = F.relu(self.output_conv(lateral + top_down))
-            return self.mask_features(fpn), multi_scale
+            fpn = F.relu(self.output_conv(lateral), inplace=True)
+            del lateral
+            # NCHW for the decoder's mask products (the convolutions may have run in NHWC)
+            return self.mask_features(fpn).contiguous(), multi_scale

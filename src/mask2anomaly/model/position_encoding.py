@@ -37,8 +37,9 @@ def sine_position_encoding(
 
 
 def position_encoding_like(features: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sine encoding [B, dim, h, w] for the spatial grid of `features` [B, C, h, w]."""
+    """Sine encoding [B, dim, h, w] for the spatial grid of `features` [B, C, h, w], in the
+    features' dtype (computed in float32)."""
     batch_size, _, height, width = features.shape
     return sine_position_encoding(
         batch_size, height, width, num_features=dim // 2, device=features.device
-    )
+    ).to(features.dtype)
