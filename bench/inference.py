@@ -86,8 +86,9 @@ def worker(job: dict) -> dict:
     model = model.to(device).eval()
     inference = InferenceConfig(resize=False, flip=job["flip"], precision=job["precision"])
     image = np.asarray(Image.open(job["image"]).convert("RGB"))
+    options = {"batch_size": job["batch_size"]} if job["batch_size"] else {}  # else its default
     with PeakMemory(device) as cold:
-        predictor = Predictor(model, inference=inference, batch_size=job["batch_size"])
+        predictor = Predictor(model, inference=inference, **options)
         prediction = predictor.predict(image)
     timer = getattr(predictor, "timer", None)
     if timer is not None:
@@ -160,7 +161,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed calls per run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument(
+        "--batch-size", type=int, help="views per forward, both sides (default: each its own)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -173,8 +176,9 @@ def main() -> None:
         reference_src = _worktree(args.reference, folder / "reference")
         new_src = ROOT / "src"
         shared = _shared_inputs(folder, sizes)
+        batch = args.batch_size or "default"
         print(f"reference {args.reference[:10]} vs working tree; R-50, random weights, "
-              f"{args.threads} threads, {args.device}, batch {args.batch_size}, best of "
+              f"{args.threads} threads, {args.device}, batch {batch}, best of "
               f"{args.rounds} alternating runs x {args.repeats} calls\n")  # fmt: skip
         print(
             "| size | flip | precision | reference s | new s | speed-up | reference peak MiB "

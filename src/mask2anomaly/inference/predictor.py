@@ -111,7 +111,8 @@ class Predictor:
         model: the network (put in eval mode here). For `inference.precision=bf16` on CPU the
             predictor runs a bfloat16 copy of it, made here.
         scoring, inference: refinement and pre-/post-processing settings.
-        batch_size: views (images or their flips) of equal size run in one forward.
+        batch_size: views (images or their flips) of equal size run in one forward (default:
+            1 on CPU, where a batch is no faster and needs more memory, else 2).
     """
 
     def __init__(
@@ -120,13 +121,13 @@ class Predictor:
         *,
         scoring: ScoringConfig | None = None,
         inference: InferenceConfig | None = None,
-        batch_size: int = 2,
+        batch_size: int | None = None,
     ) -> None:
         model.eval()
         self.model = model
         self.scoring = scoring or ScoringConfig()
         self.inference = inference or InferenceConfig()
-        self.batch_size = batch_size
+        self.batch_size = batch_size or (1 if self.device.type == "cpu" else 2)
         if self.device.type == "cpu":
             tune_allocator()
         self.network = network_for(model, self.inference.precision, self.device)

@@ -16,7 +16,7 @@ import ctypes
 import ctypes.util
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -27,17 +27,17 @@ from ..config import Precision
 from ..model.backbone import fold_frozen_batchnorm
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-# glibc mallopt parameters: allocations up to 1 GiB come from the heap (not fresh mmap pages),
-# and up to 2 GiB of freed heap stays with the process for the next tensors.
+# glibc mallopt parameters: allocations up to 64 MiB come from the heap (not fresh mmap pages:
+# larger ones are few and returned at once), and freed heap stays for the next tensors.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD, TRIM_THRESHOLD = 1 << 30, (1 << 31) - 1
+MMAP_THRESHOLD, TRIM_THRESHOLD = 64 << 20, (1 << 31) - 1
 _allocator_tuned = False
 
 
 def tune_allocator() -> bool:
     """Tune glibc's malloc for large tensors, once per process; False where there is no glibc
-    (macOS, musl) or it refuses. Freed memory then stays in the process (its peak does not
-    grow; its resident size stays at the peak until it exits)."""
+    (macOS, musl) or it refuses. Freed heap memory then stays with the process until
+    `release_memory` hands it back."""
     global _allocator_tuned
     if _allocator_tuned:
         return True
@@ -95,7 +95,7 @@ def precision_context(precision: Precision, device: torch.device) -> Iterator[No
 class StageTimer:
     """Seconds spent per named stage, accumulated over calls (`seconds`); the network's parts
     (backbone, pixel decoder, query decoder) are timed with forward hooks while `hooks` is
-    active."""
+    active, which also calls `after_part()` when each part ends."""
 
     PARTS = ("backbone", "pixel_decoder", "decoder")
 
@@ -111,7 +111,7 @@ class StageTimer:
             self.seconds[name] += time.perf_counter() - start
 
     @contextmanager
-    def hooks(self, network: Any) -> Iterator[None]:
+    def hooks(self, network: Any, after_part: Callable[[], None] = lambda: None) -> Iterator[None]:
         handles = []
         for name in self.PARTS:
             part = getattr(network, name, None)
@@ -123,12 +123,14 @@ class StageTimer:
                     )
                 )
                 handles.append(part.register_forward_hook(
-                    lambda module, args, out, s=starts, n=name: self._add(n, s)))  # fmt: skip
+                    lambda module, args, out, s=starts, n=name: self._add(n, s, after_part)
+                ))  # fmt: skip
         try:
             yield
         finally:
             for handle in handles:
                 handle.remove()
 
-    def _add(self, name: str, starts: list[float]) -> None:
+    def _add(self, name: str, starts: list[float], after_part: Callable[[], None]) -> None:
         self.seconds[name] += time.perf_counter() - starts.pop()
+        after_part()
