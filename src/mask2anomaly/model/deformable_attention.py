@@ -3,11 +3,12 @@
 Bilinear sampling with zero padding and align_corners=False (grid = 2 * location - 1), the
 arithmetic of the official CPU fallback, in two formulations with the same result:
 
-* `gather` (default outside ONNX export): every sampling point's four bilinear corners become
-  rows of one value table (each level padded with zeros, so points outside a map read zeros)
-  and `embedding_bag` sums the rows weighted by attention x bilinear weights — one fused
+* `gather` (inference): every sampling point's four bilinear corners become rows of one value
+  table (each level padded with zeros, so points outside a map read zeros) and
+  `embedding_bag` sums the rows weighted by attention x bilinear weights — one fused
   gather-multiply-add with the value's channels contiguous, several times faster on CPU;
-* `grid_sample` (ONNX export, and the reference in tests): per level, then weighted.
+* `grid_sample` (training, where its backward is faster, and ONNX export): per level, then
+  weighted.
 
 Queries are processed in chunks, so the memory stays bounded at large resolutions.
 """
@@ -47,6 +48,10 @@ def multi_scale_deformable_attention(
         # One chunk: a loop over a size-dependent range cannot be traced for dynamic shapes.
         return grid_sample_deformable_attention(
             value, spatial_shapes, sampling_locations, attention_weights, chunked=False
+        )
+    if torch.is_grad_enabled():  # training: grid_sample's backward is the faster one
+        return grid_sample_deformable_attention(
+            value, spatial_shapes, sampling_locations, attention_weights
         )
     return gather_deformable_attention(value, spatial_shapes, sampling_locations, attention_weights)
 
