@@ -57,3 +57,27 @@ def test_evaluate_stores_the_predictor_maps_and_scores_them(tmp_path, capsys):
     expected = predictor.predict(dataset.load_image(0)).anomaly_score.astype(np.float16)
     assert np.array_equal(stored, expected)
     assert "road-anomaly-21" in capsys.readouterr().out
+
+
+def test_evaluate_in_bf16_prints_its_throughput(tmp_path, capsys):
+    world = tmp_path / "world"
+    write_world(world, num_train=1, num_val=0, num_outliers=1, num_test=2)
+    cfg = load_config("tiny", ["inference.flip=False"])
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "tiny.pt", build_model(cfg.model), cfg)
+    dataset = load_benchmark("road-anomaly-21", world / "dataset_AnomalyTrack")
+    args = ["evaluate", "--weights", str(tmp_path / "tiny.pt"), "--device", "cpu",
+            "--dataset", "road-anomaly-21", "--root", str(world / "dataset_AnomalyTrack"),
+            "--out", str(tmp_path / "eval"), "--precision", "bf16"]  # fmt: skip
+    assert main(args) == 0
+    assert f"{len(dataset)} frames in " in capsys.readouterr().out
+    bf16 = Predictor.from_checkpoint(tmp_path / "tiny.pt", overrides=["inference.precision=bf16"])
+    frame = dataset.frames[0]
+    stored = load_map(
+        next((tmp_path / "eval" / "maps" / "road-anomaly-21").glob(f"{frame.frame_id}.*"))
+    )
+    assert np.array_equal(
+        stored, bf16.predict(dataset.load_image(0)).anomaly_score.astype(np.float16)
+    )
+    assert main(args) == 0  # resumed: nothing left to predict
+    assert "no frames predicted" in capsys.readouterr().out

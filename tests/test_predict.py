@@ -177,3 +177,38 @@ def test_nothing_to_predict_is_a_one_line_error(checkpoint, tmp_path, capsys):
     assert _predict(checkpoint, tmp_path / "out", tmp_path / "empty") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "mask2anomaly predict: error: no images or videos to predict"
+
+
+def test_precision_bf16_runs_the_bf16_predictor_and_prints_throughput(checkpoint, tmp_path, capsys):
+    image = _random((48, 80, 3), 7)
+    Image.fromarray(image).save(tmp_path / "frame.png")
+    out = tmp_path / "out"
+    assert _predict(checkpoint, out, tmp_path / "frame.png", options=("--precision", "bf16")) == 0
+    printed = capsys.readouterr().out
+    assert "1 frames in " in printed and "images/s" in printed
+    bf16 = Predictor.from_checkpoint(checkpoint, overrides=["inference.precision=bf16"])
+    bf16.batch_size = 1
+    expected = bf16.predict(image).anomaly_score.astype(np.float16)
+    np.testing.assert_array_equal(np.load(out / "frame_anomaly.npy"), expected)
+    fp32 = Predictor.from_checkpoint(checkpoint).predict(image).anomaly_score
+    assert not np.array_equal(expected, fp32.astype(np.float16))  # bf16 did run
+    assert np.abs(expected.astype(np.float32) - fp32).max() < 0.05
+    # the precision is one of the output's settings: fp32 into the same folder is refused
+    assert _predict(checkpoint, out, tmp_path / "frame.png") == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (("--precision", "fp16"), "--precision fp16 needs a CUDA GPU"),
+        (("--precision", "tf32"), "--precision tf32 needs a CUDA GPU"),
+        (("--precision", "bf16", "--half"), "--half and --precision"),
+        (("--precision", "fp8"), "invalid choice: 'fp8'"),
+    ],
+)
+def test_precision_the_cpu_cannot_run_is_one_line(checkpoint, tmp_path, capsys, options, message):
+    Image.fromarray(_random((32, 32, 3), 8)).save(tmp_path / "frame.png")
+    assert _predict(checkpoint, tmp_path / "out", tmp_path / "frame.png", options=options) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

@@ -5,11 +5,19 @@ process 0 computes the metrics from all stored maps, so sharded = single-process
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from ..errors import UserError
 from ..evaluation.pixel_metrics import PROTOCOLS
-from .common import add_device, add_overrides, add_overwrite
+from .common import (
+    add_device,
+    add_overrides,
+    add_overwrite,
+    add_precision,
+    precision_overrides,
+    throughput,
+)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -84,6 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--weights", required=True, help="native checkpoint (.pt)")
     add_device(evaluate)
     add_overrides(evaluate)
+    add_precision(evaluate)
     evaluate.add_argument("--map-format", choices=("npy", "npz"), default="npy")
     add_overwrite(evaluate)
     _common(evaluate)
@@ -199,6 +208,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     ensure_folder(Path(args.out), "--out")
     ctx = distributed.setup(args.device)
     try:
+        args.overrides = [*args.overrides, *precision_overrides(args.precision, ctx.device.type)]
         datasets = _datasets(args)
         _check_submission(args, datasets)
         cfg = load_checkpoint_config(args.weights, args.overrides)
@@ -237,16 +247,25 @@ MAP_SECTIONS = ("model", "scoring", "inference")  # the config sections the maps
 def _predict_maps(args: argparse.Namespace, datasets: list, predictor, out, ctx) -> None:
     from ..evaluation.driver import score_dataset
 
+    frames, started = 0, time.perf_counter()
+
+    def score(image):  # type: ignore[no-untyped-def]
+        nonlocal frames
+        frames += 1
+        return predictor.predict(image).anomaly_score
+
     for dataset in datasets:
         if dataset.track is not None:
             score_dataset(
                 dataset,
-                lambda image: predictor.predict(image).anomaly_score,
+                score,
                 out,
                 map_format=args.map_format,
                 shard=(ctx.rank, ctx.world_size),
                 compute_metrics=False,
             )
+    if ctx.is_main:
+        print(throughput(frames, time.perf_counter() - started))
 
 
 def _evaluate(args: argparse.Namespace, datasets: list, predictor, out, cfg, settings) -> int:

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .common import add_device, add_overrides, add_overwrite, bounded_float, bounded_int
+from .common import (
+    add_device,
+    add_overrides,
+    add_overwrite,
+    add_precision,
+    bounded_float,
+    bounded_int,
+    precision_overrides,
+    throughput,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--batch-size", type=bounded_int(1), default=1, help="frames predicted together"
     )
-    parser.add_argument("--half", action="store_true", help="float16 autocast (GPUs only)")
+    add_precision(parser)
+    parser.add_argument("--half", action="store_true", help="the same as --precision fp16")
     parser.add_argument("--no-flip", action="store_true", help="no horizontal-flip averaging")
     parser.add_argument("--no-refine", action="store_true", help="no refinement mask")
     parser.add_argument(
@@ -67,6 +78,9 @@ def _overrides(args: argparse.Namespace, device_type: str) -> list[str]:
         overrides.append("inference.flip=False")
     if args.no_refine:
         overrides.append("scoring.refinement=none")
+    if args.half and args.precision:
+        raise UserError("--half and --precision: give one of them")
+    overrides += precision_overrides(args.precision, device_type)
     if args.half:
         if device_type in ("cuda", "mps"):
             overrides.append("inference.precision=fp16")
@@ -87,6 +101,8 @@ def _predictor(args: argparse.Namespace) -> tuple[Any, Any, Path]:
 
         if not args.onnx:
             raise UserError("--backend onnxruntime needs --onnx MODEL.onnx")
+        if args.precision not in (None, "fp32"):
+            raise UserError(f"--precision {args.precision}: the onnxruntime backend runs fp32")
         network = OnnxNetwork(args.onnx)
         base = load_checkpoint_config(args.weights) if args.weights else network.config
         cfg = base.with_overrides([*_overrides(args, "cpu"), "inference.precision=fp32"])
@@ -151,7 +167,7 @@ def _annotate(predictor: Any, inputs: list, out: Any, options: Any, failures: in
         failures += 1
         tqdm.write(f"mask2anomaly predict: warning: {message}", file=sys.stderr)
 
-    predicted = 0
+    predicted, started = 0, time.perf_counter()
     with tqdm(total=len(images), unit="frame", desc="predict", file=sys.stderr) as bar:
         predicted += annotate_images(
             predictor, images, out, options, on_error=failed, on_frame=lambda: bar.update()
@@ -170,4 +186,5 @@ def _annotate(predictor: Any, inputs: list, out: Any, options: Any, failures: in
                 failed(str(error))
     print(f"predicted {predicted} frames of {len(inputs)} inputs into {out.root}", end="")
     print(f" ({failures} problems, see warnings above)" if failures else "")
+    print(throughput(predicted, time.perf_counter() - started))
     return 1 if failures else 0
