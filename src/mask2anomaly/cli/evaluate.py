@@ -249,7 +249,7 @@ def _predict_maps(args: argparse.Namespace, datasets: list, predictor, out, ctx)
 
     frames, started = 0, time.perf_counter()
 
-    def score(image):  # type: ignore[no-untyped-def]
+    def score(image):
         nonlocal frames
         frames += 1
         return predictor.predict(image).anomaly_score
