@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+import torch
+
 from mask2anomaly.cli import main
+from mask2anomaly.data.benchmarks import load_benchmark
+from mask2anomaly.demo.plan import TEST_SETS
+from mask2anomaly.demo.run import pinned_threads
+from mask2anomaly.evaluation.maps import load_map
 
 
 def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
@@ -28,8 +35,31 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     # the two stage-2 rows share a model: refinement only ever zeroes scores
     unrefined, refined = results[1], results[2]
     assert math.isclose(unrefined["miou"], refined["miou"])
+    # the share of anomaly pixels at exactly 0, counted from the stored maps and the labels
+    for row in results:
+        for name, folder in TEST_SETS:
+            dataset = load_benchmark(name, out / "world" / folder)
+            maps = out / "eval" / f"{row['stage']}-{row['refinement']}" / "maps" / name
+            at_zero = inside = 0
+            for i in dataset.labelled:
+                label = dataset.load_label(i)
+                score = load_map(next(maps.glob(f"{dataset.frames[i].frame_id}.*")))
+                at_zero += int(((score == 0) & (label == 1)).sum())
+                inside += int((label == 1).sum())
+            assert np.isclose(row["anomaly_pixels_at_zero"][name], at_zero / inside)
+        assert row["refinement"] == "official" or max(row["anomaly_pixels_at_zero"].values()) == 0
+    assert "threads 2" in report and "anomaly px at 0" in report
     # a second run finds every stage done and reproduces the table without training
     mtime = (out / "stage1" / "model_final.pt").stat().st_mtime
     assert main(args) == 0
     assert (out / "stage1" / "model_final.pt").stat().st_mtime == mtime
     assert json.loads((out / "results.json").read_text()) == results
+
+
+def test_pinned_threads_sets_and_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with pinned_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pinned_threads(None):
+        assert torch.get_num_threads() == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_device, add_no_progress
+from .common import add_device, add_no_progress, bounded_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +23,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="a tiny world and a few iterations (a smoke test, ~2 min)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="world and training seed")
+    parser.add_argument(
+        "--seed", type=bounded_int(0), default=0, help="training seed of both stages (default 0)"
+    )
+    parser.add_argument(
+        "--world-seed",
+        type=bounded_int(0),
+        default=0,
+        help="seed of the synthetic world, test sets included (default 0)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=bounded_int(0),
+        default=2,
+        help="intra-op threads (default 2, the count the README's numbers were made with: "
+        "another count ends at a slightly different model; 0: PyTorch's default)",
+    )
     add_device(parser)
     add_no_progress(parser)
     parser.set_defaults(func=run)
@@ -39,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             quick=args.quick,
             seed=args.seed,
+            world_seed=args.world_seed,
+            threads=args.threads or None,
             device=args.device,
             progress=not args.no_progress,
         )
