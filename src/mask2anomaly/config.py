@@ -155,6 +155,9 @@ class InferenceConfig:
     # fp32 reproduces the official outputs (TF32 off on GPUs: with it, logits move by ~0.3);
     # tf32, fp16 and bf16 trade that for speed.
     precision: Precision = "fp32"
+    # torch.compile the deformable attention's sampling arithmetic (bitwise the same maps;
+    # seconds of compiling on the first image of each size; needs a C compiler)
+    compile: bool = False
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from PIL import Image
 from ..config import Config, InferenceConfig, ScoringConfig
 from ..errors import UserError
 from ..model import ModelOutput
+from ..model.deformable_attention import compiled_sampling
 from ..scoring import refine, refinement_map, refinement_queries
 from .runtime import (
     StageTimer,
@@ -192,7 +193,10 @@ class Predictor:
         """Normalise, pad and run the network on equal-size views."""
         with self.timer.stage("network"), self.timer.hooks(self.network):
             batch = self.network.preprocess(images)
-            with precision_context(self.inference.precision, self.device):
+            with (
+                precision_context(self.inference.precision, self.device),
+                compiled_sampling(self.inference.compile),
+            ):
                 output = self.network.infer(batch)
             release_memory()
             return output, batch.shape[-2:]
