@@ -22,6 +22,7 @@ from PIL import Image
 
 from mask2anomaly.app.analysis import Analyser
 from mask2anomaly.checkpoint import save_checkpoint
+from mask2anomaly.cli import main
 from mask2anomaly.config import load_config
 from mask2anomaly.data.synthetic.scene import render_scene
 from mask2anomaly.inference.pictures import colorize_semantic, heat_overlay
@@ -276,7 +277,21 @@ def test_the_command_serves_on_loopback(checkpoint, tmp_path):
         client = Client(url, download_files=str(tmp_path), verbose=False)
         result = analyse(client, tmp_path / "frame.png")
         assert result["status"].endswith("≥ 0.25")  # the calibration file's threshold
+        busy = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        lines = busy.stderr.strip().splitlines()  # a second app on the same port
+        assert busy.returncode == 2 and len(lines) == 1, busy.stderr
+        assert lines[0] == (
+            f"mask2anomaly app: error: cannot serve on 127.0.0.1:{port}: the port is in use "
+            "or the address is not this machine's (--port, --host)"
+        )
     finally:
         process.terminate()
         process.wait(timeout=30)
     assert "threshold 0.25 (" in log.read_text()
+
+
+def test_bad_weights_are_one_line(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not weights")
+    assert main(["app", "--weights", str(tmp_path / "notes.txt")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"mask2anomaly app: error: {tmp_path}/notes.txt")

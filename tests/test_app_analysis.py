@@ -208,3 +208,22 @@ def test_without_gradio_the_command_says_how_to_install_it(tmp_path, monkeypatch
     assert main(["app", "--weights", str(tmp_path / "any.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == 'mask2anomaly app: error: the app needs Gradio: pip install -e ".[app]"'
+
+
+@pytest.mark.parametrize(
+    ("flags", "names"),
+    [
+        (["--calibration", "{missing}"], "missing.json: cannot read calibration JSON"),
+        (["--calibration", "{empty}"], "empty.json: no threshold in it"),
+        (["--port", "0"], "argument --port: 0 is not in 1..65535"),
+        (["--threshold", "nan"], "argument --threshold: nan is not a finite number"),
+        (["--max-upload-mb", "0"], "argument --max-upload-mb: 0 is not a"),
+    ],
+)
+def test_bad_app_flags_are_one_line(flags, names, tmp_path, capsys):
+    (tmp_path / "empty.json").write_text("{}")
+    paths = {"missing": tmp_path / "missing.json", "empty": tmp_path / "empty.json"}
+    argv = ["app", "--weights", str(tmp_path / "any.pt"), *(f.format(**paths) for f in flags)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and names in err, err

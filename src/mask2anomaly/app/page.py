@@ -5,7 +5,8 @@ semantic map, a status line with the prediction's time, and downloads) and a vid
 annotated video at the source frame rate, with a progress bar), sharing the controls. The image
 function is also the API endpoint `/analyse`, the video one `/annotate_video`. Every image event
 calls the same `PageHandlers.analyse`; the Analyser's cache makes threshold, view and refinement
-changes cheap. Safe by default: `serve` binds 127.0.0.1, shares nothing without `share`, limits
+changes cheap. A new control is one more entry of `controls` (named in `_inputs`, in the order
+of the handlers' parameters, which pass it into `AppSettings`). Safe by default: `serve` binds 127.0.0.1, shares nothing without `share`, limits
 the upload size, and a bad upload is a one-line status message, not an error.
 """
 
@@ -130,12 +131,13 @@ def build_page(
             "raw anomaly map (.npy, float32) and the pictures."
         )
         with gr.Row():
-            slider = gr.Slider(0.0, 1.0, value=threshold, step=0.001, label="threshold",
-                               elem_id="threshold")  # fmt: skip
-            view = gr.Radio(list(VIEWS), value=VIEWS[0], label="view", elem_id="view")
-            refinement = gr.Checkbox(True, label="refinement mask", elem_id="refinement")
-            flip = gr.Checkbox(True, label="flip averaging", elem_id="flip")
-        controls = [refinement, flip, slider, view]
+            controls = {
+                "threshold": gr.Slider(0.0, 1.0, value=threshold, step=0.001, label="threshold",
+                                       elem_id="threshold"),
+                "view": gr.Radio(list(VIEWS), value=VIEWS[0], label="view", elem_id="view"),
+                "refinement": gr.Checkbox(True, label="refinement mask", elem_id="refinement"),
+                "flip": gr.Checkbox(True, label="flip averaging", elem_id="flip"),
+            }  # fmt: skip
         with gr.Tab("Image"):
             _image_tab(handlers, controls, examples)
         with gr.Tab("Video"):
@@ -143,7 +145,12 @@ def build_page(
     return page
 
 
-def _image_tab(handlers: PageHandlers, controls: list[Any], examples: list[Path]) -> None:
+def _inputs(controls: dict[str, Any]) -> list[Any]:
+    """The controls in the order of the handlers' parameters."""
+    return [controls[name] for name in ("refinement", "flip", "threshold", "view")]
+
+
+def _image_tab(handlers: PageHandlers, controls: dict[str, Any], examples: list[Path]) -> None:
     with gr.Row():
         image = gr.Image(label="input", type="filepath", sources=["upload", "clipboard"],
                          elem_id="input")  # fmt: skip
@@ -160,20 +167,20 @@ def _image_tab(handlers: PageHandlers, controls: list[Any], examples: list[Path]
                 elem_id="examples")  # fmt: skip
     event: dict[str, Any] = {
         "fn": handlers.analyse,
-        "inputs": [image, *controls],
+        "inputs": [image, *_inputs(controls)],
         "outputs": [anomaly, semantic, status, downloads],
         "concurrency_id": "model",
         "concurrency_limit": 1,
         "preprocess": False,  # the upload's file record, read by the app (`_upload`)
     }
     run.click(**event, api_name="analyse")
-    for trigger in (image.change, controls[0].change, controls[1].change, controls[3].change):
-        trigger(**event, api_visibility="private")
-    controls[2].change(**event, api_visibility="private", trigger_mode="always_last",
-                       show_progress="minimal")  # fmt: skip
+    for component in (image, controls["refinement"], controls["flip"], controls["view"]):
+        component.change(**event, api_visibility="private")
+    controls["threshold"].change(**event, api_visibility="private", trigger_mode="always_last",
+                                 show_progress="minimal")  # fmt: skip
 
 
-def _video_tab(handlers: PageHandlers, controls: list[Any]) -> None:
+def _video_tab(handlers: PageHandlers, controls: dict[str, Any]) -> None:
     with gr.Row():
         video = gr.Video(label="input video", sources=["upload"], include_audio=True)
         annotated = gr.Video(label="annotated", interactive=False)
@@ -181,7 +188,7 @@ def _video_tab(handlers: PageHandlers, controls: list[Any]) -> None:
     status = gr.Markdown(NO_VIDEO, label="status")
     run.click(
         handlers.annotate_video,
-        inputs=[video, *controls],
+        inputs=[video, *_inputs(controls)],
         outputs=[annotated, status],
         api_name="annotate_video",
         concurrency_id="model",
@@ -202,16 +209,24 @@ def serve(
     """Start the server (blocking unless `block` is False); returns its local URL. Only
     Gradio's own cache is served: the page's files (under a temporary folder) are copied there
     as they are returned."""
-    _, url, _ = page.launch(
-        server_name=host,
-        server_port=port,
-        share=share,
-        max_file_size=int(max_upload_mb * 1024 * 1024),
-        ssr_mode=False,
-        show_error=False,
-        prevent_thread_lock=not block,
-        quiet=quiet,
-        theme=THEME,
-        footer_links=["api"],
-    )
+    try:
+        _, url, _ = page.launch(
+            server_name=host,
+            server_port=port,
+            share=share,
+            max_file_size=int(max_upload_mb * 1024 * 1024),
+            ssr_mode=False,
+            show_error=False,
+            prevent_thread_lock=not block,
+            quiet=quiet,
+            theme=THEME,
+            footer_links=["api"],
+        )
+    except OSError as error:
+        if "empty port" not in str(error):  # Gradio's word for "could not bind"
+            raise
+        raise UserError(
+            f"cannot serve on {host}:{port}: the port is in use or the address is not this "
+            "machine's (--port, --host)"
+        ) from None
     return url

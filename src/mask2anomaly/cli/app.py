@@ -83,6 +83,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    threshold, source = initial_threshold(args)
     try:
         import gradio  # noqa: F401
     except ImportError:
@@ -91,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
     from ..app.page import build_page, serve
     from ..distributed import resolve_device
 
-    threshold, source = initial_threshold(args)
     device = resolve_device(args.device)
     analyser = Analyser.from_checkpoint(args.weights, device=device, overrides=args.overrides)
     if not _is_loopback(args.host):
