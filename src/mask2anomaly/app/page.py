@@ -6,8 +6,9 @@ annotated video at the source frame rate, with a progress bar), sharing the cont
 function is also the API endpoint `/analyse`, the video one `/annotate_video`. Every image event
 calls the same `PageHandlers.analyse`; the Analyser's cache makes threshold, view and refinement
 changes cheap. A new control is one more entry of `controls` (named in `_inputs`, in the order
-of the handlers' parameters, which pass it into `AppSettings`). Safe by default: `serve` binds 127.0.0.1, shares nothing without `share`, limits
-the upload size, and a bad upload is a one-line status message, not an error.
+of the handlers' parameters, which pass it into `AppSettings`). Safe by default: `serve` binds
+127.0.0.1, shares nothing without `share`, limits the upload size, and a bad upload is a one-line
+status message, not an error.
 """
 
 from __future__ import annotations
