@@ -23,6 +23,7 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
         assert 0.0 <= row["miou"] <= 1.0
     report = (out / "report.md").read_text()
     assert "| method |" in report and "pr_curves.png" in report
+    assert report.rstrip().endswith(f"mask2anomaly app --weights {out}/stage2/model_final.pt\n```")
     assert (out / "pr_curves.png").is_file() and any((out / "panels").glob("*.png"))
     assert "Mask2Anomaly" in printed
     # the two stage-2 rows share a model: refinement only ever zeroes scores

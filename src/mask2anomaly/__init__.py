@@ -28,6 +28,9 @@ _EXPORTS = {
     "Predictor": "mask2anomaly.inference.predictor",
     "Prediction": "mask2anomaly.inference.predictor",
     "anomaly_score": "mask2anomaly.scoring",
+    # the browser app's cached analysis (the page itself: `mask2anomaly app`, the `app` extra)
+    "Analyser": "mask2anomaly.app.analysis",
+    "AppSettings": "mask2anomaly.app.analysis",
     # benchmarks and evaluation
     "load_benchmark": "mask2anomaly.data.benchmarks",
     "score_dataset": "mask2anomaly.evaluation.driver",
@@ -58,6 +61,8 @@ __all__ = [
     "Predictor",
     "Prediction",
     "anomaly_score",
+    "Analyser",
+    "AppSettings",
     "load_benchmark",
     "score_dataset",
     "score_maps",
@@ -86,6 +91,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly
+    from .app.analysis import Analyser, AppSettings
     from .checkpoint import import_official, load_checkpoint_config, load_model, save_checkpoint
     from .config import Config, load_config
     from .data.benchmarks import load_benchmark

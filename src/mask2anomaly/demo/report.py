@@ -111,6 +111,10 @@ def write_demo_report(
         f"Run time: {seconds / 60:.1f} min.\n",
         "![PR curves](pr_curves.png)\n",
         *[f"![{p.stem}](panels/{p.name})\n" for p in panels],
+        "Look at the fine-tuned model in the browser (`mask2anomaly app`: images, videos, a "
+        "threshold slider):\n",
+        f'```bash\npip install -e ".[app]" && mask2anomaly app --weights '
+        f"{out / 'stage2' / 'model_final.pt'}\n```\n",
     ]
     write_text_atomic(out / "report.md", "\n".join(text))
     return table
