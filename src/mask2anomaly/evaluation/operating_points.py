@@ -25,13 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from ..config import OperatingPoint, choices
+from ..config import DEFAULT_SCORE, OperatingPoint, choices
 from ..errors import UserError
 
 OPERATING_POINTS: tuple[OperatingPoint, ...] = choices(OperatingPoint)
 TPR_TARGET = 0.95
 FPR_TARGET = 0.05
-DEFAULT_SCORE = "mask2anomaly"  # results without a "score" key hold Eq. 2 maps
 
 
 def operating_points(
@@ -107,6 +106,7 @@ def read_threshold(
             f"unknown operating point {point!r}; choose from {', '.join(OPERATING_POINTS)}"
         )
     results = _load_results(path)
+    # results without a "score" key hold Eq. 2 maps (`mask2anomaly score` of stored maps)
     scores = list(dict.fromkeys(r.get("score") or DEFAULT_SCORE for r in results))
     mine = [r for r in results if (r.get("score") or DEFAULT_SCORE) == score]
     if not mine:

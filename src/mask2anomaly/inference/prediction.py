@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import IGNORE_INDEX
+from ..config import DEFAULT_SCORE, IGNORE_INDEX
 from ..errors import UserError
-from ..scoring.scores import DEFAULT_SCORE, score_range
+from ..scoring.scores import score_range
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import Config, InferenceConfig, ScoringConfig
+from ..config import DEFAULT_SCORE, Config, InferenceConfig, ScoringConfig
 from ..errors import UserError
 from ..model import ModelOutput
 from ..scoring import refine, refinement_map, refinement_queries
-from ..scoring.scores import DEFAULT_SCORE, check_scores, refined
+from ..scoring.scores import check_scores, refined
 from .bands import (
     ROW_BAND,
     ViewBands,

@@ -31,7 +31,6 @@ from ..config import ScoreName, choices
 from ..errors import UserError
 
 SCORE_NAMES: tuple[ScoreName, ...] = choices(ScoreName)
-DEFAULT_SCORE: ScoreName = "mask2anomaly"
 EXTRAS = ("void", "inlier")  # evidence beyond S, in the order of `extra_weights` columns
 
 
