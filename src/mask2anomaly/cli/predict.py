@@ -46,6 +46,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="T",
         help="draw contours of anomaly score >= T",
     )
+    _add_score_flags(parser)
+    parser.add_argument(
+        "--max-pixels",
+        type=bounded_int(1),
+        default=150_000_000,
+        metavar="N",
+        help="skip (with a warning) images with more pixels than this (default 150000000)",
+    )
+    add_overwrite(parser)
+    add_overrides(parser, "inference.min_size=512")
+    parser.set_defaults(func=run)
+
+
+def _add_score_flags(parser: argparse.ArgumentParser) -> None:
+    """--score and the open-set flags."""
     parser.add_argument(
         "--score",
         choices=choices(ScoreName),
@@ -78,16 +93,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"label of unknown pixels in the open-set map (default {IGNORE_INDEX})",
     )
-    parser.add_argument(
-        "--max-pixels",
-        type=bounded_int(1),
-        default=150_000_000,
-        metavar="N",
-        help="skip (with a warning) images with more pixels than this (default 150000000)",
-    )
-    add_overwrite(parser)
-    add_overrides(parser, "inference.min_size=512")
-    parser.set_defaults(func=run)
 
 
 def _warn(message: str) -> None:
