@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -37,11 +38,32 @@ EXTRAS = ("void", "inlier")  # evidence beyond S, in the order of `extra_weights
 @dataclass(frozen=True)
 class Evidence:
     """Per-pixel evidence of one view: semantic S [K, *P], void V [*P] and inlier E [*P] for
-    pixels P (None when no requested score needs them)."""
+    pixels P (None when no requested score needs them), and the reductions of S several scores
+    share, computed once when first used."""
 
     semantic: torch.Tensor
     void: torch.Tensor | None = None
     inlier: torch.Tensor | None = None
+
+    @cached_property
+    def top(self) -> torch.Tensor:
+        """max_k S_k [*P]."""
+        return self.semantic.amax(0)
+
+    @cached_property
+    def shifted_exp(self) -> torch.Tensor:
+        """exp(S_k - max_j S_j) [K, *P] (softmax(S) up to the partition)."""
+        return (self.semantic - self.top).exp()
+
+    @cached_property
+    def partition(self) -> torch.Tensor:
+        """Z = sum_k exp(S_k - max_j S_j) [*P], in [1, K]: max_k softmax(S)_k = 1 / Z."""
+        return self.shifted_exp.sum(0)
+
+    @cached_property
+    def logsumexp(self) -> torch.Tensor:
+        """log sum_k exp(S_k) = max_k S_k + log Z [*P]."""
+        return self.top + self.partition.log()
 
 
 def extras_needed(names: Iterable[str]) -> tuple[str, ...]:
@@ -166,27 +188,28 @@ def void_score(class_logits: torch.Tensor, mask_logits: torch.Tensor) -> torch.T
 
 
 def _mask2anomaly(ev: Evidence) -> torch.Tensor:
-    return 1.0 - ev.semantic.amax(0)
+    return 1.0 - ev.top
 
 
 def _msp(ev: Evidence) -> torch.Tensor:
-    return 1.0 - ev.semantic.softmax(0).amax(0)
+    return 1.0 - ev.partition.reciprocal()  # max_k softmax(S)_k = 1 / Z
 
 
 def _maxlogit(ev: Evidence) -> torch.Tensor:
-    return -ev.semantic.amax(0)
+    return -ev.top
 
 
 def _entropy(ev: Evidence) -> torch.Tensor:
     num_classes = ev.semantic.shape[0]
     if num_classes == 1:
         return torch.zeros_like(ev.semantic[0])
-    log_probs = ev.semantic.log_softmax(0)
-    return -(log_probs.exp() * log_probs).sum(0) / math.log(num_classes)
+    # H(softmax(S)) = -sum_k p_k (S_k - lse) = lse - sum_k p_k S_k, p_k = exp(S_k - max) / Z
+    mean = (ev.shifted_exp * ev.semantic).sum(0) / ev.partition
+    return (ev.logsumexp - mean) / math.log(num_classes)
 
 
 def _energy(ev: Evidence) -> torch.Tensor:
-    return -torch.logsumexp(ev.semantic, 0)
+    return -ev.logsumexp
 
 
 def _rba(ev: Evidence) -> torch.Tensor:
@@ -200,7 +223,7 @@ def _eam(ev: Evidence) -> torch.Tensor:
 
 def _void(ev: Evidence) -> torch.Tensor:
     assert ev.void is not None, "void needs the void evidence"
-    return ev.void.clone()
+    return ev.void
 
 
 @dataclass(frozen=True)
