@@ -31,6 +31,8 @@ _EXPORTS = {
     # the browser app's cached analysis (the page itself: `mask2anomaly app`, the `app` extra)
     "Analyser": "mask2anomaly.app.analysis",
     "AppSettings": "mask2anomaly.app.analysis",
+    "compute_scores": "mask2anomaly.scoring.scores",
+    "read_threshold": "mask2anomaly.evaluation.operating_points",
     # benchmarks and evaluation
     "load_benchmark": "mask2anomaly.data.benchmarks",
     "score_dataset": "mask2anomaly.evaluation.driver",
@@ -44,6 +46,7 @@ _EXPORTS = {
     "ConfusionMatrix": "mask2anomaly.evaluation.semantic_metrics",
     "component_metrics": "mask2anomaly.evaluation.component_metrics",
     "ComponentResult": "mask2anomaly.evaluation.component_metrics",
+    "OpenSetIoU": "mask2anomaly.evaluation.open_set_metrics",
     # errors
     "UserError": "mask2anomaly.errors",
 }
@@ -63,6 +66,8 @@ __all__ = [
     "anomaly_score",
     "Analyser",
     "AppSettings",
+    "compute_scores",
+    "read_threshold",
     "load_benchmark",
     "score_dataset",
     "score_maps",
@@ -74,6 +79,7 @@ __all__ = [
     "ConfusionMatrix",
     "component_metrics",
     "ComponentResult",
+    "OpenSetIoU",
     "UserError",
 ]
 
@@ -98,9 +104,12 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
     from .errors import UserError
     from .evaluation.component_metrics import ComponentResult, component_metrics
     from .evaluation.driver import evaluate_semantic, score_dataset, score_maps
+    from .evaluation.open_set_metrics import OpenSetIoU
+    from .evaluation.operating_points import read_threshold
     from .evaluation.pixel_metrics import PixelMetrics, pixel_metrics
     from .evaluation.results import AnomalyResult, SemanticResult
     from .evaluation.semantic_metrics import ConfusionMatrix
     from .inference.predictor import Prediction, Predictor
     from .model import Mask2Anomaly, build_model
     from .scoring import anomaly_score
+    from .scoring.scores import compute_scores

@@ -5,9 +5,11 @@ process 0 computes the metrics from all stored maps, so sharded = single-process
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
+from ..config import DEFAULT_SCORE, ScoreName, choices
 from ..errors import UserError
 from ..evaluation.pixel_metrics import PROTOCOLS
 from .common import (
@@ -94,6 +96,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_overrides(evaluate)
     add_precision(evaluate)
     evaluate.add_argument("--map-format", choices=("npy", "npz"), default="npy")
+    evaluate.add_argument(
+        "--score",
+        nargs="+",
+        choices=choices(ScoreName),
+        default=[DEFAULT_SCORE],
+        metavar="NAME",
+        help="anomaly score(s), all from one model run per frame: "
+        f"{', '.join(choices(ScoreName))} (default {DEFAULT_SCORE}: Eq. 2); one table row each",
+    )
     add_overwrite(evaluate)
     _common(evaluate)
     evaluate.set_defaults(func=run_evaluate)
@@ -213,13 +224,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
         _check_submission(args, datasets)
         cfg = load_checkpoint_config(args.weights, args.overrides)
         predictor = Predictor.from_checkpoint(
-            args.weights, device=ctx.device, overrides=args.overrides
+            args.weights, device=ctx.device, overrides=args.overrides, scores=args.score
         )
         settings = {
             "weights_sha256": file_digest(args.weights),
             "config": {k: v for k, v in config_to_dict(cfg).items() if k in MAP_SECTIONS},
             "map_format": args.map_format,
         }
+        if list(args.score) != [DEFAULT_SCORE]:  # folders of Eq. 2 alone keep their settings
+            settings["scores"] = list(args.score)
 
         def folder(lock: bool) -> OutputFolder:
             return OutputFolder(args.out, command="evaluate", settings=settings,
@@ -245,32 +258,27 @@ MAP_SECTIONS = ("model", "scoring", "inference")  # the config sections the maps
 
 
 def _predict_maps(args: argparse.Namespace, datasets: list, predictor, out, ctx) -> None:
-    from ..evaluation.driver import score_dataset
+    from ..evaluation.driver import store_maps
 
     frames, started = 0, time.perf_counter()
 
-    def score(image):
+    def maps(image):
         nonlocal frames
         frames += 1
-        return predictor.predict(image).anomaly_score
+        prediction = predictor.predict(image)
+        return prediction.maps, prediction.semantic
 
     for dataset in datasets:
         if dataset.track is not None:
-            score_dataset(
-                dataset,
-                score,
-                out,
-                map_format=args.map_format,
-                shard=(ctx.rank, ctx.world_size),
-                compute_metrics=False,
-            )
+            store_maps(dataset, maps, out, args.score, map_format=args.map_format,
+                       shard=(ctx.rank, ctx.world_size), semantic=True)  # fmt: skip
     if ctx.is_main:
         print(throughput(frames, time.perf_counter() - started))
 
 
 def _evaluate(args: argparse.Namespace, datasets: list, predictor, out, cfg, settings) -> int:
     from ..config import config_to_dict
-    from ..evaluation.driver import evaluate_semantic, score_maps
+    from ..evaluation.driver import evaluate_semantic
     from ..evaluation.results import AnomalyResult, SemanticResult
 
     if args.submission:
@@ -279,21 +287,31 @@ def _evaluate(args: argparse.Namespace, datasets: list, predictor, out, cfg, set
             "weights_sha256": settings["weights_sha256"],
             "config": config_to_dict(cfg),
         }
+        if args.score[0] != DEFAULT_SCORE:
+            about["score"] = args.score[0]
+        from ..evaluation.driver import maps_folder
+
         anomaly = [d for d in datasets if d.track is not None]
-        _write_submission(args, [(d, out.root / "maps" / d.name) for d in anomaly], about)
+        folders = [(d, maps_folder(out.root, d.name, args.score[0])) for d in anomaly]
+        _write_submission(args, folders, about)
     results: list[AnomalyResult | SemanticResult] = []
     for dataset in datasets:
         if dataset.track is None:
             segment = lambda image: predictor.predict(image).semantic  # noqa: E731
             results.append(evaluate_semantic(dataset, segment))
-        else:
-            results.append(
-                score_maps(
-                    out.root / "maps" / dataset.name,
-                    dataset,
-                    args.protocol,
-                    round_to_float16=args.float16,
-                    track=args.track,
-                )
-            )
+            continue
+        for score in args.score:
+            results.append(_score_result(args, dataset, out.root, score, cfg.model.num_classes))
     return _finish(args, datasets, results)
+
+
+def _score_result(args: argparse.Namespace, dataset, root: Path, score: str, num_classes: int):
+    """One score's metrics on one dataset: pixel, component, operating points, open-set."""
+    from ..evaluation.driver import maps_folder, open_set_metrics, score_maps, semantic_folder
+
+    folder = maps_folder(root, dataset.name, score)
+    result = score_maps(folder, dataset, args.protocol, round_to_float16=args.float16,
+                        track=args.track)  # fmt: skip
+    open_set = open_set_metrics(folder, semantic_folder(root, dataset.name), dataset,
+                                result.operating_points, num_classes)  # fmt: skip
+    return dataclasses.replace(result, score=score, open_set=open_set)

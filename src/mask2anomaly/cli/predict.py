@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..config import DEFAULT_SCORE, IGNORE_INDEX, OperatingPoint, ScoreName, choices
 from ..errors import UserError
 from .common import (
     add_device,
@@ -56,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="T",
         help="draw contours of anomaly score >= T",
     )
+    _add_score_flags(parser)
     parser.add_argument(
         "--max-pixels",
         type=bounded_int(1),
@@ -66,6 +68,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_overwrite(parser)
     add_overrides(parser, "inference.min_size=512")
     parser.set_defaults(func=run)
+
+
+def _add_score_flags(parser: argparse.ArgumentParser) -> None:
+    """--score and the open-set flags."""
+    parser.add_argument(
+        "--score",
+        choices=choices(ScoreName),
+        default=DEFAULT_SCORE,
+        metavar="NAME",
+        help=f"anomaly score: {', '.join(choices(ScoreName))} (default {DEFAULT_SCORE}: Eq. 2)",
+    )
+    parser.add_argument(
+        "--open-set",
+        metavar="T",
+        help="also write the open-set map: pixels whose score exceeds T become --unknown-label; "
+        f"T is a number or an operating point ({', '.join(choices(OperatingPoint))}) read from "
+        "--calibration",
+    )
+    parser.add_argument(
+        "--calibration",
+        metavar="METRICS_JSON",
+        help="metrics.json of `mask2anomaly evaluate --score NAME` holding the thresholds of "
+        "the operating points",
+    )
+    parser.add_argument(
+        "--calibration-dataset",
+        metavar="NAME",
+        help="the dataset whose thresholds to use, when the calibration file holds several",
+    )
+    parser.add_argument(
+        "--unknown-label",
+        type=bounded_int(0, 255),
+        default=IGNORE_INDEX,
+        metavar="N",
+        help=f"label of unknown pixels in the open-set map (default {IGNORE_INDEX})",
+    )
 
 
 def _warn(message: str) -> None:
@@ -106,19 +144,55 @@ def _predictor(args: argparse.Namespace) -> tuple[Any, Any, Path]:
         network = OnnxNetwork(args.onnx)
         base = load_checkpoint_config(args.weights) if args.weights else network.config
         cfg = base.with_overrides([*_overrides(args, "cpu"), "inference.precision=fp32"])
-        predictor = Predictor(
-            network, scoring=cfg.scoring, inference=cfg.inference, batch_size=args.batch_size
-        )
+        predictor = Predictor(network, scoring=cfg.scoring, inference=cfg.inference,
+                              batch_size=args.batch_size, scores=[args.score])  # fmt: skip
         return predictor, cfg, Path(args.onnx)
     if not args.weights:
         raise UserError("--weights CKPT is needed (or --backend onnxruntime --onnx MODEL.onnx)")
     device = resolve_device(args.device)
     cfg = load_checkpoint_config(args.weights, _overrides(args, device.type))
     model = load_model(args.weights, device=device)
-    predictor = Predictor(
-        model, scoring=cfg.scoring, inference=cfg.inference, batch_size=args.batch_size
-    )
+    predictor = Predictor(model, scoring=cfg.scoring, inference=cfg.inference,
+                          batch_size=args.batch_size, scores=[args.score])  # fmt: skip
     return predictor, cfg, Path(args.weights)
+
+
+def _open_set_threshold(args: argparse.Namespace, cfg: Any) -> float | None:
+    """The --open-set threshold: a number, or an operating point of --score read from
+    --calibration; checked against the score's range (one-line errors)."""
+    from ..evaluation.operating_points import OPERATING_POINTS, read_threshold
+    from ..inference.prediction import check_threshold
+
+    if args.open_set is None:
+        for flag, value in (("--calibration", args.calibration),
+                            ("--calibration-dataset", args.calibration_dataset)):  # fmt: skip
+            if value is not None:
+                raise UserError(f"{flag} is used with --open-set OPERATING_POINT only")
+        return None
+    if args.open_set in OPERATING_POINTS:
+        if not args.calibration:
+            raise UserError(
+                f"--open-set {args.open_set} needs --calibration METRICS_JSON (the metrics.json "
+                f"of `mask2anomaly evaluate --score {args.score}`)"
+            )
+        threshold = read_threshold(args.calibration, args.score, args.open_set,
+                                   dataset=args.calibration_dataset)  # fmt: skip
+    else:
+        try:
+            threshold = float(args.open_set)
+        except ValueError:
+            raise UserError(
+                f"--open-set {args.open_set!r}: expected a number or one of "
+                f"{', '.join(OPERATING_POINTS)}"
+            ) from None
+    num_classes = cfg.model.num_classes
+    check_threshold(args.score, threshold, num_classes, cfg.model.decoder.num_queries)
+    if args.unknown_label < num_classes:
+        raise UserError(
+            f"--unknown-label {args.unknown_label} is a known class (0..{num_classes - 1}); "
+            f"choose {num_classes}..255"
+        )
+    return threshold
 
 
 def grow(bar: Any, frames: int) -> None:
@@ -133,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
     from ..fileio import OutputFolder, ensure_folder, file_digest
     from ..inference.annotate import OUTPUT_SECTIONS, AnnotateOptions
     from ..inference.media import discover_inputs
+    from ..scoring.scores import display_range
 
     inputs, problems = discover_inputs(args.inputs)
     for problem in problems:
@@ -141,14 +216,22 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("no images or videos to predict")
     ensure_folder(Path(args.out), "--out")
     predictor, cfg, network_file = _predictor(args)
+    open_set = _open_set_threshold(args, cfg)
     options = AnnotateOptions(
-        threshold=args.threshold, batch_size=args.batch_size, max_pixels=args.max_pixels
-    )
-    settings = {
+        threshold=args.threshold, batch_size=args.batch_size, max_pixels=args.max_pixels,
+        open_set=open_set, unknown_label=args.unknown_label,
+        display=display_range(args.score, cfg.model.num_classes),
+    )  # fmt: skip
+    settings: dict[str, Any] = {
         "network_sha256": file_digest(network_file),
         "config": {k: v for k, v in config_to_dict(cfg).items() if k in OUTPUT_SECTIONS},
         "threshold": args.threshold,
     }
+    if args.score != DEFAULT_SCORE:  # folders of Eq. 2 keep their settings
+        settings["score"] = args.score
+    if open_set is not None:
+        settings["open_set"] = {"threshold": open_set, "given": args.open_set,
+                                "unknown_label": args.unknown_label}  # fmt: skip
     with OutputFolder(
         args.out, command="predict", settings=settings, replace=args.overwrite
     ) as out:

@@ -15,6 +15,7 @@ from ..evaluation.report import draw_curves
 from ..fileio import json_safe, write_text_atomic
 from ..inference.pictures import heat_overlay, side_by_side
 from .plan import TEST_SETS, DemoRow
+from .scores import open_set_tile, score_section
 
 METRICS = (("auprc", "AuPRC"), ("fpr95", "FPR95"))
 COMPONENTS = (("siou", "sIoU"), ("ppv", "PPV"), ("f1_mean", "F1*"))
@@ -57,6 +58,8 @@ def _panels(out: Path, world: Path, rows: list[DemoRow], test_sets: dict[str, st
                 maps = out / "eval" / f"{row.stage}-{row.refinement}" / "maps" / name
                 score = load_map(next(maps.glob(f"{frame_id}.*")))
                 tiles.append((row.title[:40], heat_overlay(image, score)))
+            if (tile := open_set_tile(out, name, frame_id)) is not None:
+                tiles.append(tile)
             truth = np.where((label == 1)[..., None], [255, 40, 40], image // 3).astype(np.uint8)
             truth[label == 255] = (90, 90, 90)
             tiles.append(("ground truth (red: anomaly, grey: void)", truth))
@@ -108,6 +111,7 @@ def write_demo_report(
         "Anomaly pixel fraction (AuPRC of a random scorer): "
         + ", ".join(f"{n} {100 * f:.2f} %" for n, f in anomaly_fraction.items())
         + "\n",
+        *score_section(out),
         f"Run time: {seconds / 60:.1f} min.\n",
         "![PR curves](pr_curves.png)\n",
         *[f"![{p.stem}](panels/{p.name})\n" for p in panels],

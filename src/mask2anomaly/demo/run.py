@@ -36,6 +36,7 @@ from ..train.step import seed_everything
 from ..train.trainer import build_trainer
 from .plan import PLANS, ROWS, TEST_SETS, DemoPlan, DemoRow
 from .report import write_demo_report
+from .scores import evaluate_scores, slim, stage_scores
 
 
 def prepare_world(out: Path, plan: DemoPlan, seed: int, progress: bool) -> Path:
@@ -112,6 +113,7 @@ class StagePredictions:
                 self.out / stage / "model_final.pt",
                 device=self.device,
                 overrides=["scoring.refinement=official"],
+                scores=stage_scores(stage),
             )
             self.unflipped = Predictor(
                 self.predictor.model,
@@ -126,7 +128,7 @@ class StagePredictions:
         predictor = self._load(stage)
         key = hashlib.sha1(np.ascontiguousarray(image).tobytes()).digest()
         if key not in self.memo:
-            self.memo[key] = predictor.predict(image)
+            self.memo[key] = slim(predictor.predict(image))
         return self.memo[key]
 
     def anomaly(self, stage: str, refinement: str, image: np.ndarray) -> np.ndarray:
@@ -176,6 +178,7 @@ def _evaluate(out: Path, world: Path, device: str) -> list[DemoRow]:
             semantic = evaluate_semantic(val, partial(predictions.semantic, stage)).semantic
             miou[stage] = semantic.miou
         rows.append(DemoRow(title, stage, refinement, results, miou[stage]))
+    evaluate_scores(out, world, predictions)  # from the stage-2 forwards just made
     return rows
 
 

@@ -1,6 +1,7 @@
 """The synthetic world's files in the real formats: Cityscapes images and labelIds /
 labelTrainIds / instanceIds, SMIYC anomaly- and obstacle-track frames with their 0/1/255 labels,
-Road Anomaly frames (0/2) and COCO images with an instances JSON (spec benchmarks.md A.4, C, E).
+Road Anomaly frames (0/2) and COCO images with an instances JSON (spec benchmarks.md A.4, C, E);
+the test frames also get their semantic labels (train IDs), for open-set metrics.
 Each writer returns the paths it wrote, every file written atomically.
 """
 
@@ -83,6 +84,12 @@ def write_cityscapes(root: Path, split: str, index: int, scene: Scene) -> list[P
     return paths
 
 
+def semantic_label(scene: Scene) -> np.ndarray:
+    """[H, W] uint8 Cityscapes train IDs of a test frame (anomalies and void classes 255): the
+    known classes for open-set metrics, beside the anomaly label."""
+    return train_id_table()[scene.label_ids]
+
+
 def write_smiyc(root: Path, fid: str, scene: Scene, obstacle: bool) -> list[Path]:
     if obstacle:
         image_path, label = root / "images" / f"{fid}.webp", obstacle_track_label(scene)
@@ -92,7 +99,9 @@ def write_smiyc(root: Path, fid: str, scene: Scene, obstacle: bool) -> list[Path
         save_image(image_path, scene.image, "JPEG", quality=JPEG_QUALITY)
     label_path = root / "labels_masks" / f"{fid}_labels_semantic.png"
     save_image(label_path, label, "PNG")
-    return [image_path, label_path]
+    semantic_path = root / "labels_masks" / f"{fid}_labelTrainIds.png"
+    save_image(semantic_path, semantic_label(scene), "PNG")
+    return [image_path, label_path, semantic_path]
 
 
 def write_road_anomaly(root: Path, name: str, scene: Scene) -> list[Path]:
@@ -100,7 +109,9 @@ def write_road_anomaly(root: Path, name: str, scene: Scene) -> list[Path]:
     label_path = root / "frames" / f"{name}.labels" / "labels_semantic.png"
     save_image(image_path, scene.image, "JPEG", quality=JPEG_QUALITY)
     save_image(label_path, (scene.anomaly_mask * ROAD_ANOMALY_LABEL).astype(np.uint8), "PNG")
-    return [image_path, label_path]
+    semantic_path = root / "frames" / f"{name}.labels" / "labelTrainIds.png"
+    save_image(semantic_path, semantic_label(scene), "PNG")
+    return [image_path, label_path, semantic_path]
 
 
 def coco_kinds(num_outliers: int) -> list[str]:
