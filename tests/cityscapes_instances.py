@@ -72,9 +72,12 @@ def write_case(
     return predictions, truths
 
 
-def run_reference(folder: Path, predictions: list[str], truths: list[str]) -> dict:
-    """cityscapesScripts' evaluateImgLists with OoDIS's settings; returns its result dict
-    (averages, resultApMatrix) and leaves the module's global arguments as they were."""
+def run_reference(
+    folder: Path, predictions: list[str], truths: list[str], prediction_dir: Path | None = None
+) -> dict:
+    """cityscapesScripts' evaluateImgLists with OoDIS's settings (predictions below
+    `prediction_dir`, default folder/pred); returns its result dict (averages,
+    resultApMatrix) and leaves the module's global arguments as they were."""
     reference = _shimmed()
     saved = copy.deepcopy(vars(reference.args))
     args = reference.args
@@ -82,7 +85,7 @@ def run_reference(folder: Path, predictions: list[str], truths: list[str]) -> di
     args.gtInstancesFile = str(folder / "gtInstances.json")
     Path(args.gtInstancesFile).unlink(missing_ok=True)  # a stale cache gives wrong numbers
     args.JSONOutput, args.quiet, args.colorized = False, True, False
-    args.predictionPath = str((folder / "pred").resolve())
+    args.predictionPath = str((prediction_dir or folder / "pred").resolve())
     args.predictionWalk = None
     try:
         with _inside(folder):

@@ -15,6 +15,7 @@ little memory.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -207,9 +208,11 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
 
 def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     """COCO compressed RLE -> bool [H, W]."""
-    counts = rle["counts"]
-    data = {"size": list(rle["size"]), "counts": counts.encode("ascii")}
-    return coco_mask.decode(data).astype(bool)
+    data = {"size": list(rle["size"]), "counts": rle["counts"].encode("ascii")}
+    with warnings.catch_warnings():
+        # pycocotools 2.0.x builds its output with numpy 1 semantics; harmless under numpy 2.
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+        return coco_mask.decode(data).astype(bool)
 
 
 def encode_masks(masks: np.ndarray | Sequence[np.ndarray]) -> list[dict[str, Any]]:
