@@ -260,3 +260,86 @@ def test_calibration_without_the_operating_point_names_the_file(checkpoint, tmp_
                     str(calibration)) == 0  # fmt: skip
     stored = json.loads(next((tmp_path / "out2").glob("*_instances.json")).read_text())
     assert stored["threshold"] == 0.6
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    from mask2anomaly.data.synthetic import write_world
+
+    root = tmp_path_factory.mktemp("world")
+    write_world(root, seed=5, size=(64, 128), num_train=1, num_val=1, num_outliers=1,
+                num_test=3)  # fmt: skip
+    return root
+
+
+def test_synthetic_test_frames_carry_instance_labels(world):
+    from mask2anomaly.data.benchmarks import load_benchmark
+
+    for name, folder in (("road-anomaly-21", "dataset_AnomalyTrack"),
+                         ("road-obstacle-21", "dataset_ObstacleTrack")):  # fmt: skip
+        dataset = load_benchmark(name, world / folder)
+        for i in dataset.labelled:
+            ids, label = dataset.load_instance_ids(i), dataset.load_label(i)
+            assert ids is not None and ids.dtype == np.uint16
+            np.testing.assert_array_equal(ids >= 26000, label == 1)
+            np.testing.assert_array_equal(ids == 0, label == 255)
+            assert set(np.unique(ids[ids < 1000])) <= {0, 7}
+
+
+def test_evaluate_reports_instance_ap_of_both_methods(world, checkpoint, tmp_path):
+    root, out = world / "dataset_AnomalyTrack", tmp_path / "eval"
+    args = ["evaluate", "--weights", str(checkpoint), "--dataset", "road-anomaly-21", "--root",
+            str(root), "--out", str(out), "--device", "cpu", "--protocol", "exact",
+            "--instances", "components", "queries", "--min-area", "3"]  # fmt: skip
+    assert main(args) == 0
+    (result,) = json.loads((out / "metrics.json").read_text())["results"]
+    components, queries = result["instances"]
+    threshold = result["operating_points"]["best-f1"]
+    assert components["threshold"] == threshold and components["ground_truth"] == "instance labels"
+    from mask2anomaly.data.benchmarks import load_benchmark
+    from mask2anomaly.evaluation.instance_scoring import load_query_masks
+
+    dataset = load_benchmark("road-anomaly-21", root)
+    predictor = Predictor.from_checkpoint(checkpoint)
+    metric = InstanceAP()
+    for i in dataset.labelled:
+        frame = dataset.frames[i]
+        score = np.load(out / "maps" / "road-anomaly-21" / f"{frame.frame_id}.npy")
+        truth = GroundTruth.from_instance_ids(dataset.load_instance_ids(i))
+        metric.update(truth, component_instances(score.astype(np.float32), threshold, min_area=3))
+        masks = load_query_masks(out / "queries" / "road-anomaly-21" / f"{frame.frame_id}.json")
+        expected = predictor.predict(dataset.load_image(i), return_query_masks=True).query_masks
+        np.testing.assert_array_equal(masks, expected[expected.any((1, 2))])
+    again = metric.compute()
+    assert components["ap"] == pytest.approx(again.ap, abs=1e-12)
+    assert components["num_gt"] == again.num_gt > 0
+    assert queries["method"] == "queries" and queries["num_gt"] == again.num_gt
+    assert "Anomaly instances" in (out / "metrics.md").read_text()
+
+
+def test_bad_instance_labels_are_one_line_errors(world, tmp_path, capsys):
+    root = world / "dataset_AnomalyTrack"
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    labels = tmp_path / "instances"
+    labels.mkdir()
+    from mask2anomaly.data.benchmarks import load_benchmark
+
+    dataset = load_benchmark("road-anomaly-21", root)
+    for frame in dataset.frames:
+        np.save(maps / f"{frame.frame_id}.npy", np.zeros((64, 128), np.float16))
+    bad = labels / f"{dataset.frames[0].frame_id}_instanceIds.png"
+    Image.fromarray(np.full((64, 128), 255, np.uint8)).save(bad)  # 8-bit 0/255: not instanceIds
+    base = ["score", "--maps", str(maps), "--dataset", "road-anomaly-21", "--root", str(root),
+            "--protocol", "exact"]  # fmt: skip
+    code = main([*base, "--out", str(tmp_path / "o1"), "--instances", "components",
+                 "--instance-labels", str(labels), "--instance-threshold", "0.5"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"{bad}: not a Cityscapes instanceIds label" in err
+    assert len(err.splitlines()) == 1
+    code = main([*base, "--out", str(tmp_path / "o2"), "--instance-threshold", "0.5"])
+    assert code == 2 and "--instance-threshold is used with --instances only" in (
+        capsys.readouterr().err
+    )
+    code = main([*base, "--out", str(tmp_path / "o3"), "--instances", "queries"])
+    assert code == 2 and "needs the model" in capsys.readouterr().err

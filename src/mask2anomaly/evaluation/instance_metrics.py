@@ -69,11 +69,12 @@ _KINDS = _kinds()
 class GroundTruth:
     """A frame's ground-truth regions: `regions` int32 [H, W] (0 none, 1..R a region),
     `is_instance` bool [R + 1] (False: a group, never evaluated; [0] unused), `void` bool
-    [H, W]."""
+    [H, W], `sizes` int64 [R + 1] the regions' pixels ([0] unused)."""
 
     regions: np.ndarray
     is_instance: np.ndarray
     void: np.ndarray
+    sizes: np.ndarray
 
     @classmethod
     def from_instance_ids(cls, ids: np.ndarray) -> GroundTruth:
@@ -97,11 +98,11 @@ class GroundTruth:
                 "instances labelId * 1000 + k)"
             )
         counted = (kinds == _GROUP) | (kinds == _INSTANCE)
-        values, inverse = np.unique(ids[counted], return_inverse=True)
+        values, inverse, counts = np.unique(ids[counted], return_inverse=True, return_counts=True)
         regions = np.zeros(ids.shape, np.int32)
         regions[counted] = inverse.ravel() + 1
         is_instance = np.concatenate([[False], values >= 1000])
-        return cls(regions, is_instance, kinds == _VOID)
+        return cls(regions, is_instance, kinds == _VOID, np.concatenate([[0], counts]))
 
     @classmethod
     def from_label(cls, label: np.ndarray) -> GroundTruth:
@@ -110,7 +111,9 @@ class GroundTruth:
         regions, count = ndimage.label(label == ANOMALY, structure=CONNECTIVITY)
         is_instance = np.ones(count + 1, bool)
         is_instance[0] = False
-        return cls(regions.astype(np.int32, copy=False), is_instance, label == VOID)
+        sizes = np.bincount(regions[regions > 0], minlength=count + 1)
+        sizes[0] = 0
+        return cls(regions.astype(np.int32, copy=False), is_instance, label == VOID, sizes)
 
 
 @dataclass(frozen=True)
@@ -158,8 +161,7 @@ class InstanceAP:
 
     def update(self, truth: GroundTruth, instances: Sequence[Instance]) -> None:
         """One frame: its ground truth and predicted instances (any overlaps, any order)."""
-        regions = truth.regions
-        sizes = np.bincount(regions.ravel(), minlength=len(truth.is_instance))
+        regions, sizes = truth.regions, truth.sizes
         small = sizes < self.min_region_size
         kept = truth.is_instance & ~small
         kept[0] = False
