@@ -114,7 +114,7 @@ def run_instances(frames: int, size: tuple[int, int]) -> list[tuple[str, float, 
     from pathlib import Path
 
     from mask2anomaly.data.io import read_label_map
-    from mask2anomaly.evaluation.instance_metrics import GroundTruth, InstanceAP
+    from mask2anomaly.evaluation.instance_metrics import InstanceAP, InstanceTruth
     from mask2anomaly.evaluation.instances import component_instances
 
     path = Path(__file__).resolve().parents[1] / "tests" / "cityscapes_instances.py"
@@ -138,7 +138,7 @@ def run_instances(frames: int, size: tuple[int, int]) -> list[tuple[str, float, 
         for i, truth in enumerate(truths):
             score = np.load(root / f"{i}.npy").astype(np.float32)
             ids = read_label_map(Path(truth))
-            metric.update(GroundTruth.from_instance_ids(ids), component_instances(score, 0.5))
+            metric.update(InstanceTruth.from_instance_ids(ids), component_instances(score, 0.5))
         ours = metric.compute().ap
         rows = [("ours", time.perf_counter() - start, tracemalloc.get_traced_memory()[1] / MIB,
                  ours)]  # fmt: skip

@@ -11,8 +11,8 @@ import pytest
 
 from mask2anomaly.evaluation.instance_metrics import (
     OVERLAPS,
-    GroundTruth,
     InstanceAP,
+    InstanceTruth,
     average_precision,
 )
 from mask2anomaly.evaluation.instances import Instance, instance_from_mask
@@ -91,7 +91,7 @@ def _ours(frames) -> InstanceAP:
     metric = InstanceAP()
     for ids, predictions in frames:
         instances = [_instance(mask, c) for mask, c in predictions]
-        metric.update(GroundTruth.from_instance_ids(ids), [p for p in instances if p])
+        metric.update(InstanceTruth.from_instance_ids(ids), [p for p in instances if p])
     return metric
 
 
@@ -115,7 +115,7 @@ def test_connected_components_ground_truth_equals_the_reference(tmp_path):
         label = (rng.random((40, 56)) < 0.08).astype(np.uint8)
         label[:6] = 255
         label[20:30, 10:25] = 1
-        components = GroundTruth.from_label(label).regions
+        components = InstanceTruth.from_label(label).regions
         ids = np.where(label == 255, VOID, ROAD).astype(np.uint16)
         ids[components > 0] = 26000 + components[components > 0]
         predictions = [(components == c, float(rng.random())) for c in range(1, 6)]
@@ -125,7 +125,7 @@ def test_connected_components_ground_truth_equals_the_reference(tmp_path):
     result = run_reference(tmp_path, *write_case(tmp_path, frames))
     metric = InstanceAP()
     for label, (_, predictions) in zip(labels, frames, strict=True):
-        metric.update(GroundTruth.from_label(label),
+        metric.update(InstanceTruth.from_label(label),
                       [p for m, c in predictions if (p := _instance(m, c))])  # fmt: skip
     np.testing.assert_allclose(metric.compute().ap_per_overlap, car_row(result), atol=1e-9)
 
@@ -152,7 +152,7 @@ def test_rules_by_hand():
     ids = np.full((30, 30), ROAD, np.uint16)
     ids[0:10, 0:10] = 26000
     ids[20:30, 20:30] = VOID
-    truth = GroundTruth.from_instance_ids(ids)
+    truth = InstanceTruth.from_instance_ids(ids)
     tp = _instance(_rect(ids.shape, 0, 0, 9, 9), 0.9)  # IoU 81 / 100
     in_void = _instance(_rect(ids.shape, 20, 20, 5, 5), 0.99)
     metric = InstanceAP()
@@ -166,20 +166,20 @@ def test_rules_by_hand():
     ids[0:10, 15:25] = 26001
     other = _instance(_rect(ids.shape, 0, 15, 10, 10), 0.5)
     duplicate = InstanceAP()
-    duplicate.update(GroundTruth.from_instance_ids(ids),
+    duplicate.update(InstanceTruth.from_instance_ids(ids),
                      [tp, dataclasses.replace(tp, confidence=0.95), other])  # fmt: skip
     assert duplicate.compute().ap50 == pytest.approx(19 / 24)
 
 
 def test_no_ground_truth_is_nan_and_no_prediction_is_zero():
-    empty = GroundTruth.from_instance_ids(np.full((8, 8), ROAD, np.uint16))
+    empty = InstanceTruth.from_instance_ids(np.full((8, 8), ROAD, np.uint16))
     metric = InstanceAP()
     metric.update(empty, [_instance(_rect((8, 8), 0, 0, 4, 4), 0.5)])
     assert np.isnan(metric.compute().ap)
     ids = np.full((8, 8), ROAD, np.uint16)
     ids[:5, :5] = 26001
     missed = InstanceAP()
-    missed.update(GroundTruth.from_instance_ids(ids), [])
+    missed.update(InstanceTruth.from_instance_ids(ids), [])
     assert missed.compute().ap == 0.0
 
 
@@ -197,4 +197,4 @@ def test_order_of_frames_and_predictions_does_not_matter():
 )
 def test_values_outside_the_encoding_are_refused(ids):
     with pytest.raises(ValueError):
-        GroundTruth.from_instance_ids(ids)
+        InstanceTruth.from_instance_ids(ids)

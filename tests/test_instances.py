@@ -18,7 +18,7 @@ from mask2anomaly.checkpoint import save_checkpoint
 from mask2anomaly.cli import main
 from mask2anomaly.config import load_config
 from mask2anomaly.errors import UserError
-from mask2anomaly.evaluation.instance_metrics import GroundTruth, InstanceAP
+from mask2anomaly.evaluation.instance_metrics import InstanceAP, InstanceTruth
 from mask2anomaly.evaluation.instances import (
     component_instances,
     decode_rle,
@@ -204,7 +204,7 @@ def test_oodis_files_read_back_and_score_as_cityscapesscripts_does(checkpoint, t
         ids[5:25, 10:40] = 26000
         ids[30:, :8] = 0
         truths.append(ids)
-        metric.update(GroundTruth.from_instance_ids(ids), expected)
+        metric.update(InstanceTruth.from_instance_ids(ids), expected)
     cityscapes = pytest.importorskip("cityscapesscripts")
     assert cityscapes
     from cityscapes_instances import car_row, run_reference
@@ -305,7 +305,7 @@ def test_evaluate_reports_instance_ap_of_both_methods(world, checkpoint, tmp_pat
     for i in dataset.labelled:
         frame = dataset.frames[i]
         score = np.load(out / "maps" / "road-anomaly-21" / f"{frame.frame_id}.npy")
-        truth = GroundTruth.from_instance_ids(dataset.load_instance_ids(i))
+        truth = InstanceTruth.from_instance_ids(dataset.load_instance_ids(i))
         metric.update(truth, component_instances(score.astype(np.float32), threshold, min_area=3))
         masks = load_query_masks(out / "queries" / "road-anomaly-21" / f"{frame.frame_id}.json")
         expected = predictor.predict(dataset.load_image(i), return_query_masks=True).query_masks

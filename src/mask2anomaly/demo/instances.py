@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.benchmarks import load_benchmark
-from ..evaluation.instance_metrics import GroundTruth, InstanceAP, InstanceResult
+from ..evaluation.instance_metrics import InstanceAP, InstanceResult, InstanceTruth
 from ..evaluation.instance_scoring import FROM_INSTANCE_LABELS, ground_truth
 from ..evaluation.instances import METHODS, Instance, InstanceMethod, extract_instances
 from ..fileio import write_json_atomic
@@ -98,7 +98,7 @@ def _pct(value: float) -> str:
 
 
 def _panel(
-    path: Path, image: np.ndarray, truth: GroundTruth, found: dict[InstanceMethod, list[Instance]]
+    path: Path, image: np.ndarray, truth: InstanceTruth, found: dict[InstanceMethod, list[Instance]]
 ) -> None:
     """input with the ground-truth instances | each method's instances."""
     shown = image // 2 + 64

@@ -66,7 +66,7 @@ _KINDS = _kinds()
 
 
 @dataclass(frozen=True)
-class GroundTruth:
+class InstanceTruth:
     """A frame's ground-truth regions: `regions` int32 [H, W] (0 none, 1..R a region),
     `is_instance` bool [R + 1] (False: a group, never evaluated; [0] unused), `void` bool
     [H, W], `sizes` int64 [R + 1] the regions' pixels ([0] unused)."""
@@ -77,7 +77,7 @@ class GroundTruth:
     sizes: np.ndarray
 
     @classmethod
-    def from_instance_ids(cls, ids: np.ndarray) -> GroundTruth:
+    def from_instance_ids(cls, ids: np.ndarray) -> InstanceTruth:
         """Cityscapes instanceIds [H, W] (a 16-bit PNG): v >= 1000 is instance v of class
         v // 1000, a class id alone is a group (instance classes), a stuff label or void.
 
@@ -105,7 +105,7 @@ class GroundTruth:
         return cls(regions, is_instance, kinds == _VOID, np.concatenate([[0], counts]))
 
     @classmethod
-    def from_label(cls, label: np.ndarray) -> GroundTruth:
+    def from_label(cls, label: np.ndarray) -> InstanceTruth:
         """8-connected components of the anomaly pixels of a 0 / 1 / 255 label [H, W] (no
         instance labels); 255 is void."""
         regions, count = ndimage.label(label == ANOMALY, structure=CONNECTIVITY)
@@ -159,7 +159,7 @@ class InstanceAP:
         self.hard_fn = np.zeros(len(OVERLAPS), np.int64)
         self.num_gt = self.num_pred = self.num_frames = 0
 
-    def update(self, truth: GroundTruth, instances: Sequence[Instance]) -> None:
+    def update(self, truth: InstanceTruth, instances: Sequence[Instance]) -> None:
         """One frame: its ground truth and predicted instances (any overlaps, any order)."""
         regions, sizes = truth.regions, truth.sizes
         small = sizes < self.min_region_size

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ..data.benchmarks import Benchmark
 from ..errors import UserError
 from ..fileio import write_json_atomic
-from .instance_metrics import GroundTruth, InstanceAP, InstanceResult
+from .instance_metrics import InstanceAP, InstanceResult, InstanceTruth
 from .instances import (
     MIN_AREA,
     Confidence,
@@ -62,13 +62,13 @@ def _index(item: tuple[str, object]) -> int:
     return int(item[0])
 
 
-def ground_truth(dataset: Benchmark, index: int) -> tuple[GroundTruth, str]:
+def ground_truth(dataset: Benchmark, index: int) -> tuple[InstanceTruth, str]:
     """A frame's ground-truth instances and where they come from (one-line errors)."""
     ids = dataset.load_instance_ids(index)
     if ids is None:
-        return GroundTruth.from_label(dataset.load_label(index)), FROM_COMPONENTS
+        return InstanceTruth.from_label(dataset.load_label(index)), FROM_COMPONENTS
     try:
-        return GroundTruth.from_instance_ids(ids), FROM_INSTANCE_LABELS
+        return InstanceTruth.from_instance_ids(ids), FROM_INSTANCE_LABELS
     except ValueError as error:
         path = dataset.frames[index].instance_path
         raise UserError(f"{path}: not a Cityscapes instanceIds label ({error})") from None
