@@ -6,6 +6,7 @@ dataset has one, else against the 8-connected components of its anomaly label.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -108,10 +109,9 @@ def score_instances(
         instances = extract_instances(method, score, threshold, query_masks=masks,
                                       min_area=min_area, confidence=confidence)  # fmt: skip
         metric.update(truth, instances)
-    result = metric.compute()
-    return InstanceResult(**{**result.__dict__, "method": method, "threshold": threshold,
-                             "threshold_from": threshold_from,
-                             "ground_truth": _sources(sources)})  # fmt: skip
+    return dataclasses.replace(metric.compute(), method=method, threshold=threshold,
+                               threshold_from=threshold_from,
+                               ground_truth=_sources(sources))  # fmt: skip
 
 
 def _sources(sources: Counter[str]) -> str:
