@@ -265,8 +265,11 @@ def _predict_maps(args: argparse.Namespace, datasets: list, predictor, out, ctx)
     queries = "queries" in (args.instances or ())
 
     def maps(image):
-        prediction = predictor.predict(image, return_query_masks=queries)
-        return prediction.maps, prediction.semantic, prediction.query_masks
+        if queries:  # the query masks are stored too
+            prediction = predictor.predict(image, return_query_masks=True)
+            return prediction.maps, prediction.semantic, prediction.query_masks
+        prediction = predictor.predict(image)
+        return prediction.maps, prediction.semantic
 
     for dataset in datasets:
         if dataset.track is not None:
