@@ -26,6 +26,12 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "| method |" in report and "pr_curves.png" in report
     assert report.rstrip().endswith(f"mask2anomaly app --weights {out}/stage2/model_final.pt\n```")
+    assert "| instances |" in report and any((out / "panels").glob("instances_*.png"))
+    instances = json.loads((out / "instances.json").read_text())
+    for name in ("road-anomaly-21", "road-obstacle-21"):
+        for method in ("components", "queries"):
+            found = instances[name][method]
+            assert found["num_gt"] > 0 and (found["ap"] is None or 0.0 <= found["ap"] <= 1.0)
     assert (out / "pr_curves.png").is_file() and any((out / "panels").glob("*.png"))
     assert "Mask2Anomaly" in printed
     # the score table: every score of the stage-2 model with refinement, from the same forwards

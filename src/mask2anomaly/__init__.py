@@ -47,6 +47,12 @@ _EXPORTS = {
     "component_metrics": "mask2anomaly.evaluation.component_metrics",
     "ComponentResult": "mask2anomaly.evaluation.component_metrics",
     "OpenSetIoU": "mask2anomaly.evaluation.open_set_metrics",
+    # anomaly instances (issue 17)
+    "Instance": "mask2anomaly.evaluation.instances",
+    "extract_instances": "mask2anomaly.evaluation.instances",
+    "InstanceAP": "mask2anomaly.evaluation.instance_metrics",
+    "InstanceTruth": "mask2anomaly.evaluation.instance_metrics",
+    "InstanceResult": "mask2anomaly.evaluation.instance_metrics",
     # errors
     "UserError": "mask2anomaly.errors",
 }
@@ -80,6 +86,11 @@ __all__ = [
     "component_metrics",
     "ComponentResult",
     "OpenSetIoU",
+    "Instance",
+    "extract_instances",
+    "InstanceAP",
+    "InstanceTruth",
+    "InstanceResult",
     "UserError",
 ]
 
@@ -104,6 +115,8 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
     from .errors import UserError
     from .evaluation.component_metrics import ComponentResult, component_metrics
     from .evaluation.driver import evaluate_semantic, score_dataset, score_maps
+    from .evaluation.instance_metrics import InstanceAP, InstanceResult, InstanceTruth
+    from .evaluation.instances import Instance, extract_instances
     from .evaluation.open_set_metrics import OpenSetIoU
     from .evaluation.operating_points import read_threshold
     from .evaluation.pixel_metrics import PixelMetrics, pixel_metrics

@@ -20,6 +20,7 @@ from .common import (
     precision_overrides,
     throughput,
 )
+from .instances import add_instance_flags, with_instances
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_overwrite(evaluate)
     _common(evaluate)
+    add_instance_flags(evaluate)
     evaluate.set_defaults(func=run_evaluate)
     score = subparsers.add_parser(
         "score",
@@ -116,6 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     score.add_argument("--maps", required=True, help="folder of anomaly maps")
     _common(score)
+    add_instance_flags(score)
     score.set_defaults(func=run_score)
 
 
@@ -139,12 +142,20 @@ def _datasets(args: argparse.Namespace) -> list:
     subsets = _per_dataset(args.subset, count, "--subset")
     image_roots = _per_dataset(args.image_root, count, "--image-root")
     label_map = parse_label_map(args.label_map) if args.label_map else None
+    instance_labels = _per_dataset(args.instance_labels, count, "--instance-labels")
+    if not args.instances:
+        for flag in ("instance_threshold", "instance_labels", "calibration", "calibration_dataset"):
+            if getattr(args, flag) is not None:
+                raise UserError(f"--{flag.replace('_', '-')} is used with --instances only")
     datasets = []
     for i, (name, root) in enumerate(zip(args.dataset, args.root, strict=True)):
         options = {"image_root": image_roots[i], "split": args.split, "subset": subsets[i]}
         if label_map is not None:
             options["label_map"] = label_map
         datasets.append(load_benchmark(name, root, **options))
+        folder = instance_labels[i]
+        if folder is not None:
+            datasets[-1].use_instance_labels(folder)
     return datasets
 
 
@@ -197,11 +208,10 @@ def run_score(args: argparse.Namespace) -> int:
         if not maps.is_dir():
             raise UserError(f"{maps}: maps folder not found")
         folders.append((dataset, maps))
-        results.append(
-            score_maps(
-                maps, dataset, args.protocol, round_to_float16=args.float16, track=args.track
-            )
+        result = score_maps(
+            maps, dataset, args.protocol, round_to_float16=args.float16, track=args.track
         )
+        results.append(with_instances(args, dataset, maps, None, result))
     if args.submission:
         _write_submission(args, folders, {"maps": str(Path(args.maps).resolve())})
     return _finish(args, datasets, results)
@@ -233,6 +243,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         }
         if list(args.score) != [DEFAULT_SCORE]:  # folders of Eq. 2 alone keep their settings
             settings["scores"] = list(args.score)
+        if "queries" in (args.instances or ()):  # query masks are stored beside the maps
+            settings["query_masks"] = True
 
         def folder(lock: bool) -> OutputFolder:
             return OutputFolder(args.out, command="evaluate", settings=settings,
@@ -260,18 +272,23 @@ MAP_SECTIONS = ("model", "scoring", "inference")  # the config sections the maps
 def _predict_maps(args: argparse.Namespace, datasets: list, predictor, out, ctx) -> None:
     from ..evaluation.driver import store_maps
 
+    queries = "queries" in (args.instances or ())
     frames, started = 0, time.perf_counter()
 
     def maps(image):
         nonlocal frames
         frames += 1
+        if queries:  # the query masks are stored too
+            prediction = predictor.predict(image, return_query_masks=True)
+            return prediction.maps, prediction.semantic, prediction.query_masks
         prediction = predictor.predict(image)
         return prediction.maps, prediction.semantic
 
     for dataset in datasets:
         if dataset.track is not None:
             store_maps(dataset, maps, out, args.score, map_format=args.map_format,
-                       shard=(ctx.rank, ctx.world_size), semantic=True)  # fmt: skip
+                       shard=(ctx.rank, ctx.world_size), semantic=True,
+                       query_masks=queries)  # fmt: skip
     if ctx.is_main:
         print(throughput(frames, time.perf_counter() - started))
 
@@ -301,7 +318,10 @@ def _evaluate(args: argparse.Namespace, datasets: list, predictor, out, cfg, set
             results.append(evaluate_semantic(dataset, segment))
             continue
         for score in args.score:
-            results.append(_score_result(args, dataset, out.root, score, cfg.model.num_classes))
+            result = _score_result(args, dataset, out.root, score, cfg.model.num_classes)
+            if score == args.score[0]:  # instances of the first score
+                result = with_instances(args, dataset, out.root, cfg, result)
+            results.append(result)
     return _finish(args, datasets, results)
 
 

@@ -243,6 +243,21 @@ class Benchmark:
             )
         return np.where((raw >= 0) & (raw < IGNORE_INDEX), raw, IGNORE_INDEX).astype(np.uint8)
 
+    def use_instance_labels(self, folder: str | Path) -> None:
+        """Take the frames' instance labels from `folder` (`layouts.instance_labels_in`)."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise UserError(f"--instance-labels {folder}: not a folder")
+        self.frames = layouts.instance_labels_in(folder, self.frames)
+
+    def load_instance_ids(self, index: int) -> np.ndarray | None:
+        """The frame's instance label as stored ([H, W] integers; Cityscapes instanceIds), or
+        None when it has none."""
+        frame = self.frames[index]
+        if frame.instance_path is None:
+            return None
+        return read_label_map(frame.instance_path, "instance label")
+
 
 def load_benchmark(name: str, root: str | Path, **options) -> Benchmark:
     """The benchmark called `name` (a key of BENCHMARKS) in the folder `root`; options:

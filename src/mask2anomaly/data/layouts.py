@@ -21,6 +21,9 @@ from ..errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg")  # in SMIYC's order of preference
 SEMANTIC_SUFFIX = "_labelTrainIds.png"  # semantic labels beside SMIYC-layout anomaly labels
+# anomaly instance labels (Cityscapes instanceIds encoding, as OoDIS scores instances): beside
+# SMIYC-layout labels, or found by frame id in an --instance-labels folder
+INSTANCE_SUFFIXES = ("_instanceIds.png", "_gtCoarse_instanceIds.png", "_gtFine_instanceIds.png")
 
 # --- SMIYC (tracks.py, tracks_extra.py) ---------------------------------------------------------
 # RoadObstacle21: the scene is the frame id's text before the first "_".
@@ -76,7 +79,8 @@ class Frame:
     anomaly map may have (the names official tools write). `group`: the SMIYC result folder the
     frame's map belongs to in a submission (e.g. "LostAndFound-test"). `semantic_path`: its
     semantic label (Cityscapes train IDs, 255 void) where the dataset has one beside the
-    anomaly label (the synthetic world's test sets, the `folder` adapter): open-set metrics."""
+    anomaly label (the synthetic world's test sets, the `folder` adapter): open-set metrics.
+    `instance_path`: its anomaly instance label (Cityscapes instanceIds) where it has one."""
 
     frame_id: str
     image_path: Path
@@ -85,6 +89,7 @@ class Frame:
     map_names: tuple[str, ...] = ()
     group: str | None = None
     semantic_path: Path | None = None
+    instance_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -135,13 +140,34 @@ def paired(
 def smiyc_frames(source: Source, name: str, group: str) -> list[Frame]:
     """RoadAnomaly21 / RoadObstacle21: images/<fid>.<jpg|webp|png>, labels (only for the
     validation frames in the public zips) labels_masks/<fid>_labels_semantic.png, semantic
-    labels (the synthetic world's) labels_masks/<fid>_labelTrainIds.png."""
+    labels (the synthetic world's) labels_masks/<fid>_labelTrainIds.png, instance labels
+    labels_masks/<fid>_instanceIds.png."""
     images = images_in(source.root / "images")
     labels = source.root / "labels_masks"
     label_of = {fid: labels / f"{fid}_labels_semantic.png" for fid in images}
     semantic_of = {fid: labels / f"{fid}{SEMANTIC_SUFFIX}" for fid in images}
     frames = paired(name, images, label_of, optional=True, semantic_of=semantic_of)
-    return [dataclasses.replace(f, group=group) for f in frames]
+    instance_of = {fid: labels / f"{fid}{INSTANCE_SUFFIXES[0]}" for fid in images}
+    return [
+        dataclasses.replace(f, group=group, instance_path=instance_of[f.frame_id])
+        if instance_of[f.frame_id].is_file()
+        else dataclasses.replace(f, group=group)
+        for f in frames
+    ]
+
+
+def instance_labels_in(folder: Path, frames: Iterable[Frame]) -> list[Frame]:
+    """The frames with their instance labels taken from `folder` (searched below it) under
+    `<frame id>` + one of INSTANCE_SUFFIXES; frames without a file there keep theirs."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*instanceIds.png")):
+        for suffix in INSTANCE_SUFFIXES:
+            if path.name.endswith(suffix):
+                found.setdefault(path.name[: -len(suffix)], path)
+    return [
+        dataclasses.replace(f, instance_path=found[f.frame_id]) if f.frame_id in found else f
+        for f in frames
+    ]
 
 
 def road_anomaly_21_frames(source: Source) -> list[Frame]:

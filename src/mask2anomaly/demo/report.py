@@ -77,9 +77,11 @@ def write_demo_report(
     *,
     seconds: float,
     stages: dict[str, tuple[str, ...]] | None = None,
+    extra: str = "",
 ) -> str:
     """report.md, results.json, pr_curves.png and panels/*.png in `out`; returns the table.
-    `stages`: each training stage's overrides of the `demo` config, listed in the report."""
+    `stages`: each training stage's overrides of the `demo` config, listed in the report;
+    `extra`: Markdown appended to report.md (the instance section)."""
     names = [name for name, _ in TEST_SETS]
     table = results_table(rows, names)
     curves = {
@@ -115,6 +117,7 @@ def write_demo_report(
         f"Run time: {seconds / 60:.1f} min.\n",
         "![PR curves](pr_curves.png)\n",
         *[f"![{p.stem}](panels/{p.name})\n" for p in panels],
+        extra,
         "Look at the fine-tuned model in the browser (`mask2anomaly app`: images, videos, a "
         "threshold slider):\n",
         f'```bash\npip install -e ".[app]" && mask2anomaly app --weights '

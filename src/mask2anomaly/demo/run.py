@@ -34,6 +34,7 @@ from ..inference.predictor import Prediction, Predictor
 from ..train.run import resolve_run
 from ..train.step import seed_everything
 from ..train.trainer import build_trainer
+from .instances import evaluate_instances, instance_section
 from .plan import PLANS, ROWS, TEST_SETS, DemoPlan, DemoRow
 from .report import write_demo_report
 from .scores import evaluate_scores, slim, stage_scores
@@ -226,7 +227,8 @@ def run_demo(
         progress=progress,
     )
     rows = _evaluate(out, world, device)
+    instances = instance_section(*evaluate_instances(out, world, rows, device))
     seconds = time.perf_counter() - started
     stages = {"Stage 1": plan.stage1, "Stage 2": plan.stage2}
-    table = write_demo_report(out, world, rows, seconds=seconds, stages=stages)
+    table = write_demo_report(out, world, rows, seconds=seconds, stages=stages, extra=instances)
     return DemoResult(rows, table, seconds)

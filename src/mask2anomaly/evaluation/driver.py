@@ -26,6 +26,7 @@ from ..data.layouts import Frame
 from ..errors import UserError
 from ..fileio import OutputFolder, file_signature, save_image_atomic
 from .component_metrics import TRACKS, ComponentMetrics, ComponentResult
+from .instance_scoring import queries_folder, save_query_masks
 from .maps import MapFolder, load_map, save_map
 from .open_set_metrics import OpenSetIoU, OpenSetMetrics, open_set_label
 from .operating_points import operating_points
@@ -91,7 +92,8 @@ def semantic_folder(root: Path, dataset: str) -> Path:
     return root / "semantic" / dataset
 
 
-MapsFn = Callable[[np.ndarray], tuple[Mapping[str, np.ndarray], np.ndarray | None]]
+# image -> ({score: map}, semantic or None[, query masks bool [Q, H, W] with query_masks=True])
+MapsFn = Callable[[np.ndarray], tuple[Any, ...]]
 
 
 def store_maps(
@@ -103,9 +105,11 @@ def store_maps(
     map_format: str = "npy",
     shard: tuple[int, int] = (0, 1),
     semantic: bool = False,
+    query_masks: bool = False,
 ) -> None:
     """Store every score's map (`maps_folder`) of every frame not stored yet, and with
-    `semantic` the semantic prediction of the frames with a semantic label (`semantic_folder`).
+    `semantic` the semantic prediction of the frames with a semantic label (`semantic_folder`),
+    with `query_masks` the binarised query masks of every frame (`instance_scoring.py`).
 
     Args:
         predict_fn: image uint8 [H, W, 3] -> ({score: float32 [H, W]}, semantic uint8 [H, W]
@@ -123,6 +127,8 @@ def store_maps(
         ]
         if i in with_semantic:
             found.append(semantic_folder(out.root, dataset.name) / f"{frame_id}.png")
+        if query_masks:
+            found.append(queries_folder(out.root, dataset.name) / f"{frame_id}.json")
         return found
 
     def done(i: int) -> bool:
@@ -134,14 +140,16 @@ def store_maps(
     for i in tqdm(todo, desc=f"{dataset.name} [{rank}/{world}]", unit="frame", disable=None):
         frame = dataset.frames[i]
         image = dataset.load_image(i)
-        maps, labels = predict_fn(image)
+        maps, labels, *extra = predict_fn(image)
         files = paths(i)
         for score, path in zip(scores, files, strict=False):
             _save_checked(path, np.asarray(maps[score]), image.shape[:2], frame)
         if i in with_semantic:
             if labels is None or labels.shape != image.shape[:2]:
                 raise UserError(f"{frame.image_path}: no semantic prediction of the image's size")
-            save_image_atomic(files[-1], np.asarray(labels, np.uint8))
+            save_image_atomic(files[len(scores)], np.asarray(labels, np.uint8))
+        if query_masks:
+            save_query_masks(files[-1], extra[0])
         out.mark_done(frame_key(dataset, i), signatures[i], files)
 
 

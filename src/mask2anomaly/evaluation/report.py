@@ -77,7 +77,7 @@ def markdown_table(results: Sequence[DatasetResult]) -> str:
                           if r is not None and protocol in r.pixel]  # fmt: skip
                 row.append(_percent(float(np.nanmean(values)) if values else None))
             rows.append(row)
-    lines = _table(header, rows) + _open_set_table(anomaly)
+    lines = _table(header, rows) + _open_set_table(anomaly) + instance_table(anomaly)
     for result in results:
         if isinstance(result, SemanticResult):
             lines.append(f"\n{result.dataset}: mIoU {_percent(result.semantic.miou)}")
@@ -101,6 +101,25 @@ def _open_set_table(anomaly: Sequence[AnomalyResult]) -> list[str]:
         return []
     header = ["score", "dataset", "closed mIoU"] + [f"open mIoU @{p}" for p in OPERATING_POINTS]
     return ["", "Open-set segmentation (ISSU; thresholds of each score on its dataset):", ""] + (
+        _table(header, rows)
+    )
+
+
+def instance_table(anomaly: Sequence[AnomalyResult]) -> list[str]:
+    """Instance AP / AP50 (x100, OoDIS's rules) per score, dataset and method, with the
+    threshold and the ground truth used; nothing when no instances were evaluated."""
+    rows = [
+        [str(r.score or DEFAULT_SCORE), r.dataset, str(i.method), _percent(i.ap),
+         _percent(i.ap50), str(i.num_gt), str(i.num_pred),
+         f"{i.threshold:.4g} ({i.threshold_from})", str(i.ground_truth)]
+        for r in anomaly
+        for i in r.instances
+    ]  # fmt: skip
+    if not rows:
+        return []
+    header = ["score", "dataset", "instances", "AP", "AP50", "GT instances", "predicted",
+              "threshold", "ground truth"]  # fmt: skip
+    return ["", "Anomaly instances (OoDIS AP over IoU 0.5:0.95, regions of 10+ px):", ""] + (
         _table(header, rows)
     )
 

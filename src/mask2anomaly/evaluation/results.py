@@ -12,6 +12,7 @@ from typing import Any
 
 from ..config import TrackName
 from .component_metrics import ComponentResult
+from .instance_metrics import InstanceResult
 from .open_set_metrics import OpenSetMetrics
 from .pixel_metrics import PixelMetrics
 from .semantic_metrics import SemanticMetrics
@@ -51,6 +52,7 @@ class AnomalyResult:
     score: str | None = None  # the anomaly score of the maps, when an evaluation names it
     operating_points: dict[str, float] = field(default_factory=dict)
     open_set: OpenSetMetrics | None = None
+    instances: tuple[InstanceResult, ...] = ()  # instance AP / AP50 per method (issue 17)
 
     @property
     def summary(self) -> str:
@@ -80,6 +82,8 @@ class AnomalyResult:
             result["operating_points"] = dict(self.operating_points)
         if self.open_set is not None:
             result["open_set"] = self.open_set.to_dict()
+        if self.instances:
+            result["instances"] = [r.to_dict() for r in self.instances]
         return result
 
 

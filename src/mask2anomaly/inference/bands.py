@@ -22,7 +22,8 @@ MASK_STRIDE = 4  # mask logits are at 1/4 of the padded input
 class ViewResult(NamedTuple):
     """One view (image or its flip) at the original size: the unrefined map [H, W] of every
     score, refinement keep mask (1 kept, 0 refined), semantic labels [H, W] (train IDs),
-    semantic probabilities [K, H, W] when asked for; the model's K and Q."""
+    semantic probabilities [K, H, W] when asked for; the model's K and Q; the binarised query
+    masks [Q, H, W] when asked for (`query_masks.py`)."""
 
     maps: dict[str, torch.Tensor]
     keep: torch.Tensor
@@ -30,6 +31,7 @@ class ViewResult(NamedTuple):
     semantic: torch.Tensor | None
     num_classes: int
     num_queries: int
+    query_masks: torch.Tensor | None = None
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Pictures of a prediction: Cityscapes-coloured semantic map (and open-set map, unknown in
 white), anomaly heat-map overlay with contours at a threshold, a side-by-side panel, and the
-16-bit PNG encoding of an anomaly map.
+16-bit PNG encoding of an anomaly map; anomaly instances drawn as contours, boxes and
+confidences.
 
 Heat maps use a fixed scale (anomaly score 0 -> transparent, 1 -> full colour) rather than each
 frame's own range, so that frames of a video and different images compare directly; scores
@@ -9,8 +10,12 @@ other than Eq. 2 are first mapped to it by their display range (`to_display`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ..evaluation.instances import Instance
 
 # Colours of the 19 Cityscapes train IDs (road, sidewalk, building, wall, fence, pole, traffic
 # light, traffic sign, vegetation, terrain, sky, person, rider, car, truck, bus, train,
@@ -43,6 +48,8 @@ CITYSCAPES_PALETTE = np.array(
 HEAT_STOPS = np.array([0.0, 0.35, 0.7, 1.0])
 HEAT_COLORS = np.array([(20, 20, 120), (220, 30, 30), (255, 220, 0), (255, 255, 255)], float)
 CONTOUR_COLOR = (0, 255, 0)
+INSTANCE_COLOR = (0, 255, 255)  # contours of anomaly instances
+BOX_COLOR = (255, 0, 255)  # their boxes and confidences
 UNKNOWN_COLOR = (255, 255, 255)  # the "unknown" class of open-set maps: no Cityscapes colour
 PNG16_MAX = 65535  # 16-bit PNG value of anomaly score 1.0
 PANEL_TILE_WIDTH = 1024  # panel tiles wider than this are scaled down
@@ -101,6 +108,24 @@ def heat_overlay(
         width = max(1, round(max(image.shape[:2]) / 512))
         out[mask_boundary(score >= threshold, width)] = CONTOUR_COLOR
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def draw_instances(picture: np.ndarray, instances: Sequence[Instance]) -> np.ndarray:
+    """uint8 [H, W, 3] with each instance's contour, box and confidence drawn on it."""
+    out = picture.copy()
+    width = max(1, round(max(picture.shape[:2]) / 512))
+    for instance in instances:
+        edge = mask_boundary(np.pad(instance.crop, 1), width)[1:-1, 1:-1]
+        out[instance.rows, instance.cols][edge] = INSTANCE_COLOR
+    canvas = Image.fromarray(out)
+    draw = ImageDraw.Draw(canvas)
+    for instance in instances:
+        x, y, w, h = instance.box
+        draw.rectangle((x, y, x + w - 1, y + h - 1), outline=BOX_COLOR, width=width)
+        text = f"{instance.confidence:.2f}"
+        draw.text((x + 2, max(0, y - 12)), text, fill=BOX_COLOR, stroke_width=1,
+                  stroke_fill="black")  # fmt: skip
+    return np.asarray(canvas)
 
 
 def side_by_side(tiles: list[tuple[str, np.ndarray]]) -> np.ndarray:

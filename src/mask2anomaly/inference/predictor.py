@@ -43,6 +43,7 @@ from .bands import (
     upsampled_rows,
 )
 from .prediction import Prediction
+from .query_masks import query_masks
 from .runtime import (
     StageTimer,
     network_for,
@@ -146,10 +147,16 @@ class Predictor:
         return self.model.pixel_mean.device
 
     def predict(
-        self, image: np.ndarray | torch.Tensor | Image.Image, *, return_semantic_probs: bool = False
+        self,
+        image: np.ndarray | torch.Tensor | Image.Image,
+        *,
+        return_semantic_probs: bool = False,
+        return_query_masks: bool = False,
     ) -> Prediction:
-        """One RGB image -> Prediction at its size."""
-        return self.predict_batch([image], return_semantic_probs=return_semantic_probs)[0]
+        """One RGB image -> Prediction at its size (with `return_query_masks`, the unflipped
+        view's binarised query masks, for `Prediction.instances("queries", ...)`)."""
+        return self.predict_batch([image], return_semantic_probs=return_semantic_probs,
+                                  return_query_masks=return_query_masks)[0]  # fmt: skip
 
     @torch.no_grad()
     def predict_batch(
@@ -157,6 +164,7 @@ class Predictor:
         images: Sequence[np.ndarray | torch.Tensor | Image.Image],
         *,
         return_semantic_probs: bool = False,
+        return_query_masks: bool = False,
     ) -> list[Prediction]:
         """Images of any sizes -> one Prediction each (views of equal size share forwards)."""
         arrays = [as_rgb_array(im, f"image {i}") for i, im in enumerate(images)]
@@ -181,6 +189,7 @@ class Predictor:
                         inputs[view].shape[-2:],
                         arrays[view[0]].shape[:2],
                         keep_semantic=return_semantic_probs and not view[1],
+                        keep_queries=return_query_masks and not view[1],
                     )
         with self.timer.stage("flip average"):
             return [self._combine(results, i, return_semantic_probs) for i in range(len(arrays))]
@@ -216,6 +225,7 @@ class Predictor:
         input_size: torch.Size,
         size: tuple[int, int],
         keep_semantic: bool,
+        keep_queries: bool = False,
     ) -> ViewResult:
         """One view's maps at the original size.
 
@@ -254,9 +264,10 @@ class Predictor:
         with self.timer.stage("refinement"):
             keep = refine(class_logits.new_ones(size), refine_map, scoring.refine_mask_threshold)
         num_queries, num_classes = bands.class_probs.shape
+        masks = query_masks(mask_logits, padded, (height, width), size) if keep_queries else None
         return ViewResult(
             maps, keep, labels.to(torch.uint8), semantic if keep_semantic else None,
-            num_classes, num_queries,
+            num_classes, num_queries, masks,
         )  # fmt: skip
 
     def _combine(
@@ -301,4 +312,5 @@ class Predictor:
             score=first,
             num_classes=int(view.num_classes),
             num_queries=int(view.num_queries),
+            query_masks=None if view.query_masks is None else view.query_masks.cpu().numpy(),
         )

@@ -43,7 +43,8 @@ from .formats import (
 from .scene import render_scene
 
 MANIFEST = "synthetic_world.json"
-GENERATOR_VERSION = 2  # bump when the same seed would write different files (2: test semantics)
+GENERATOR_VERSION = 3  # bump when the same seed would write different files (2: test
+# semantics, 3: anomaly instance labels)
 FOLDERS = ("cityscapes", "coco", "dataset_AnomalyTrack", "dataset_ObstacleTrack", "RoadAnomaly_jpg")
 Progress = Callable[[int], None]
 Job = Callable[[], Any]
