@@ -12,7 +12,10 @@ whose semantic class agrees. Then the new code's seconds per stage (network part
 hooks, post-processing by the predictor's own timer) at each size.
 
     python bench/inference.py [--reference REV] [--sizes 512x1024,1024x2048]
-        [--precisions fp32,bf16] [--flip both|on|off] [--rounds 2] [--threads 2]
+        [--precisions fp32,bf16,bf16+compile] [--flip both|on|off] [--rounds 2] [--threads 2]
+
+A precision with `+compile` runs with `inference.compile=true`; "first call s" is the new code's
+first image (model copy, compilation), not part of the timed calls.
 """
 
 from __future__ import annotations
@@ -84,7 +87,9 @@ def worker(job: dict) -> dict:
     model = build_model(cfg.model)
     model.load_state_dict(torch.load(job["weights"], weights_only=True))
     model = model.to(device).eval()
-    inference = InferenceConfig(resize=False, flip=job["flip"], precision=job["precision"])
+    precision, _, compiled = job["precision"].partition("+")  # e.g. bf16+compile
+    options = {"compile": True} if compiled else {}
+    inference = InferenceConfig(resize=False, flip=job["flip"], precision=precision, **options)
     image = np.asarray(Image.open(job["image"]).convert("RGB"))
     options = {"batch_size": job["batch_size"]} if job["batch_size"] else {}  # else its default
     with PeakMemory(device) as cold:
@@ -101,7 +106,7 @@ def worker(job: dict) -> dict:
     np.save(job["out"] + "_anomaly.npy", prediction.anomaly_score)
     np.save(job["out"] + "_semantic.npy", prediction.semantic)
     stages = {k: v / job["repeats"] for k, v in timer.seconds.items()} if timer else {}
-    return {"seconds": min(times), "peak_bytes": cold.peak, "stages": stages}
+    return {"seconds": min(times), "first": cold.seconds, "peak_bytes": cold.peak, "stages": stages}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,9 +187,10 @@ def main() -> None:
               f"{args.rounds} alternating runs x {args.repeats} calls\n")  # fmt: skip
         print(
             "| size | flip | precision | reference s | new s | speed-up | reference peak MiB "
-            "| new peak MiB | peak ratio | max abs diff vs ref fp32 | semantic agreement |"
+            "| new peak MiB | peak ratio | max abs diff vs ref fp32 | semantic agreement "
+            "| new first call s |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         stages = {}
         for size in sizes:
             for flip in flips:
@@ -211,7 +217,8 @@ def main() -> None:
                     print(f"| {size[0]}x{size[1]} | {'on' if flip else 'off'} | {precision} | "
                           f"{ref_s:.2f} | {new_s:.2f} | {ref_s / new_s:.2f}x | {ref_peak:.0f} | "
                           f"{new_peak:.0f} | {new_peak / ref_peak:.2f} | {diff:.1e} | "
-                          f"{100 * agree:.2f} % |", flush=True)  # fmt: skip
+                          f"{100 * agree:.2f} % | {min(r['first'] for r in new):.1f} |",
+                          flush=True)  # fmt: skip
                     best = min(new, key=lambda r: r["seconds"])
                     stages[(size, flip, precision)] = best["stages"]
         print("\nNew code, seconds per image by stage (mean of the timed calls of its best run):\n")

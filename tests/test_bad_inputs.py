@@ -94,6 +94,10 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
     files["road_anomaly"] = root / "RoadAnomaly"
     _rgb(files["road_anomaly"] / "frames" / "a.jpg", 3)
     (files["road_anomaly"] / "frame_list.json").write_text('{"not": "a list"')
+    files["calibration"] = root / "calibration.json"  # Eq. 2 thresholds on m2a, fpr5 undefined
+    points = {"tpr95": 0.5, "fpr5": None, "best-f1": 0.25}
+    files["calibration"].write_text(json.dumps({"results": [
+        {"dataset": "m2a", "score": "mask2anomaly", "operating_points": points}]}))  # fmt: skip
     return files
 
 
@@ -175,6 +179,43 @@ CASES = [
     # flags and config values
     Case("predict --threshold nan", lambda c, t: _predict(c, t, "--threshold", "nan"),
          "--threshold"),
+    Case("predict --score unknown", lambda c, t: _predict(c, t, "--score", "maxlogits"),
+         "'maxlogits'"),
+    Case("evaluate --score unknown", lambda c, t: _evaluate(c, t, "--score", "msp", "energie"),
+         "'energie'"),
+    Case("evaluate --score twice", lambda c, t: _evaluate(c, t, "--score", "rba", "eam", "rba"),
+         "score 'rba' is listed twice"),
+    Case("predict --open-set not a number", lambda c, t: _predict(c, t, "--open-set", "high"),
+         "--open-set 'high': expected a number or one of tpr95, fpr5, best-f1"),
+    Case("predict --open-set outside the score's range",
+         lambda c, t: _predict(c, t, "--score", "msp", "--open-set", "1.5"),
+         "threshold 1.5 is outside the range of the msp score [0, 0.947368]"),
+    Case("predict --open-set point without calibration",
+         lambda c, t: _predict(c, t, "--open-set", "tpr95"),
+         "--open-set tpr95 needs --calibration"),
+    Case("predict calibration file missing",
+         lambda c, t: _predict(c, t, "--open-set", "tpr95", "--calibration", str(t / "m.json")),
+         "m.json: calibration file not found"),
+    Case("predict calibration without the point",
+         lambda c, t: _predict(c, t, "--open-set", "fpr5", "--calibration", str(c["calibration"])),
+         "no fpr5 threshold of the mask2anomaly score on m2a (defined there: tpr95, best-f1)"),
+    Case("predict calibration without the score",
+         lambda c, t: _predict(c, t, "--open-set", "tpr95", "--score", "rba", "--calibration",
+                               str(c["calibration"])),
+         "no operating points of the rba score (it holds: mask2anomaly)"),
+    Case("predict calibration of another dataset",
+         lambda c, t: _predict(c, t, "--open-set", "tpr95", "--calibration",
+                               str(c["calibration"]), "--calibration-dataset", "ra21"),
+         "no mask2anomaly thresholds on dataset 'ra21'; choose from m2a"),
+    Case("predict --calibration without --open-set",
+         lambda c, t: _predict(c, t, "--calibration", str(c["calibration"])),
+         "--calibration is used with --open-set OPERATING_POINT only"),
+    Case("predict --unknown-label of a known class",
+         lambda c, t: _predict(c, t, "--open-set", "0.5", "--unknown-label", "3"),
+         "--unknown-label 3 is a known class (0..18); choose 19..255"),
+    Case("predict --unknown-label 256",
+         lambda c, t: _predict(c, t, "--open-set", "0.5", "--unknown-label", "256"),
+         "--unknown-label"),
     Case("predict --batch-size 0", lambda c, t: _predict(c, t, "--batch-size", "0"),
          "--batch-size"),
     Case("predict --max-pixels 0", lambda c, t: _predict(c, t, "--max-pixels", "0"),

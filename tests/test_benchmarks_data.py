@@ -127,3 +127,18 @@ def test_bad_layouts_give_one_line_errors(tmp_path):
     with pytest.raises(UserError, match=r"a\.png: label size"):
         load_benchmark("m2a", tmp_path)[0]
     assert set(BENCHMARKS) >= {"road-anomaly-21", "fs-static", "cityscapes", "folder"}
+
+
+def test_folder_adapter_reads_semantic_labels_where_present(tmp_path):
+    for stem in ("a", "b"):
+        _image(tmp_path / "images" / f"{stem}.png", 2, 3)
+        _label(tmp_path / "labels" / f"{stem}.png", np.array([[0, 1, 0], [0, 0, 255]]))
+    # 300 does not fit uint8: written as a 16-bit PNG, read as void
+    semantic = np.array([[0, 7, 18], [300, 19, 255]], np.uint16)
+    (tmp_path / "semantic").mkdir()
+    Image.fromarray(semantic).save(tmp_path / "semantic" / "a.png")
+    dataset = load_benchmark("folder", tmp_path, label_map={0: 0, 1: 1})
+    assert dataset.with_semantic == [0] and dataset.frames[1].semantic_path is None
+    assert dataset.load_semantic(0).tolist() == [[0, 7, 18], [255, 19, 255]]
+    with pytest.raises(UserError, match="b.png: this frame has no semantic label"):
+        dataset.load_semantic(1)

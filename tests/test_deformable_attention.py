@@ -100,3 +100,39 @@ def test_encoder_layer_in_token_chunks_equals_the_whole_layer(monkeypatch):
     # the same rows up to the rounding of matrix products of other shapes (bitwise at the
     # sizes the predictor uses: thousands of tokens per chunk)
     assert torch.allclose(chunked, whole.detach(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_sampling_gives_bitwise_the_eager_samples(dtype):
+    shapes = [(6, 9), (3, 5)]
+    g = torch.Generator().manual_seed(3)
+    value = torch.randn(2, sum(h * w for h, w in shapes), 2, 4, generator=g).to(dtype)
+    locations = torch.rand(2, 40, 2, 2, 3, 2, generator=g) * 1.6 - 0.3  # also outside the map
+    weights = torch.rand(2, 40, 2, 2, 3, generator=g).softmax(-1).to(dtype)
+    table = da.value_table(value, shapes)
+    pixels = da.padded_pixels(locations, table.sizes)
+    eager = da.sample_values(table, pixels, weights)
+    with da.compiled_sampling():
+        assert da._Corners.active is not da.bilinear_corners
+        compiled = da.sample_values(table, pixels, weights)
+    assert da._Corners.active is da.bilinear_corners  # restored
+    assert torch.equal(compiled, eager)
+    expected = naive_deformable_attention(value.float(), shapes, locations, weights.float())
+    torch.testing.assert_close(compiled.double(), expected, rtol=0, atol=1e-5)
+
+
+def test_a_failing_compiler_is_one_line(monkeypatch):
+    from mask2anomaly.errors import UserError
+
+    def broken(*args, **kwargs):
+        raise torch._dynamo.exc.BackendCompilerFailed(
+            "inductor", RuntimeError("no working C compiler: cc not found"), None
+        )
+
+    monkeypatch.setattr(da._Corners, "compiled", broken)
+    table = da.value_table(torch.zeros(1, 4, 1, 2), [(2, 2)])
+    pixels = da.padded_pixels(torch.zeros(1, 1, 1, 1, 1, 2), table.sizes)
+    with pytest.raises(UserError, match="inference.compile: torch.compile failed") as caught:
+        with da.compiled_sampling():
+            da.sample_values(table, pixels, torch.ones(1, 1, 1, 1, 1))
+    assert "\n" not in str(caught.value) and da._Corners.active is da.bilinear_corners

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import torch
+from PIL import Image
 
 from mask2anomaly.cli import main
 from mask2anomaly.data.benchmarks import load_benchmark
@@ -30,8 +31,28 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
         assert 0.0 <= row["miou"] <= 1.0
     report = (out / "report.md").read_text()
     assert "| method |" in report and "pr_curves.png" in report
+    assert report.rstrip().endswith(f"mask2anomaly app --weights {out}/stage2/model_final.pt\n```")
+    assert "| instances |" in report and any((out / "panels").glob("instances_*.png"))
+    instances = json.loads((out / "instances.json").read_text())
+    for name in ("road-anomaly-21", "road-obstacle-21"):
+        for method in ("components", "queries"):
+            found = instances[name][method]
+            assert found["num_gt"] > 0 and (found["ap"] is None or 0.0 <= found["ap"] <= 1.0)
     assert (out / "pr_curves.png").is_file() and any((out / "panels").glob("*.png"))
     assert "Mask2Anomaly" in printed
+    # the score table: every score of the stage-2 model with refinement, from the same forwards
+    zoo = json.loads((out / "eval" / "scores" / "metrics.json").read_text())["results"]
+    names = ["mask2anomaly", "msp", "maxlogit", "entropy", "energy", "rba", "eam", "void"]
+    assert [r["score"] for r in zoo] == names * 2
+    for r in zoo:
+        assert set(r["operating_points"]) == {"tpr95", "fpr5", "best-f1"}
+        assert 0 <= r["open_set"]["closed_miou"] <= 1 and "tpr95" in r["open_set"]["open_miou"]
+    for name, first in (("road-anomaly-21", zoo[0]), ("road-obstacle-21", zoo[8])):
+        assert first["dataset"] == name  # Eq. 2's maps are the refined row's
+        assert first["pixel"]["smiyc"]["auprc"] == results[2][name]["pixel"]["smiyc"]["auprc"]
+    assert "| rba |" in report and "open mIoU" in report and "Closed-set mIoU" in report
+    panel = Image.open(next((out / "panels").glob("road-anomaly-21_*.png")))
+    assert panel.width == 6 * 512  # input, three rows, the open-set map, ground truth
     # the two stage-2 rows share a model: refinement only ever zeroes scores
     unrefined, refined = results[1], results[2]
     assert math.isclose(unrefined["miou"], refined["miou"])

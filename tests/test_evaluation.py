@@ -130,12 +130,12 @@ def test_cli_evaluate_with_a_stand_in_predictor(tmp_path, monkeypatch):
 
     class FakePredictor:
         @classmethod
-        def from_checkpoint(cls, path, device="cpu", overrides=()):
-            assert overrides == ["scoring.refinement=none"]
+        def from_checkpoint(cls, path, device="cpu", overrides=(), scores=("mask2anomaly",)):
+            assert overrides == ["scoring.refinement=none"] and list(scores) == ["mask2anomaly"]
             return cls()
 
         def predict(self, image):
-            return types.SimpleNamespace(anomaly_score=_score(image))
+            return types.SimpleNamespace(maps={"mask2anomaly": _score(image)}, semantic=None)
 
     fake = types.ModuleType("mask2anomaly.inference.predictor")
     fake.Predictor = FakePredictor

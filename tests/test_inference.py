@@ -164,3 +164,16 @@ def test_upsampled_rows_are_the_rows_of_the_full_upsampling(rows, band):
         for top in range(0, padded[0], band)
     ]
     assert torch.equal(torch.cat(bands, dim=1), full)  # bitwise
+
+
+def test_compiled_sampling_predicts_bitwise_the_same_maps(confident_model, tiny_config):
+    image = np.random.default_rng(6).integers(0, 256, size=(70, 150, 3), dtype=np.uint8)
+    plain = Predictor(confident_model, scoring=tiny_config.scoring, inference=tiny_config.inference)
+    compiled = Predictor(
+        confident_model,
+        scoring=tiny_config.scoring,
+        inference=dataclasses.replace(tiny_config.inference, compile=True),
+    )
+    expected, got = plain.predict(image), compiled.predict(image)
+    assert np.array_equal(got.anomaly_score, expected.anomaly_score)
+    assert np.array_equal(got.semantic, expected.semantic)

@@ -35,6 +35,7 @@ LAYERS = {
     "mask2anomaly.evaluation.driver": 3,
     "mask2anomaly.evaluation.report": 3,
     "mask2anomaly.demo": 4,
+    "mask2anomaly.app": 4,  # the browser app: analysis, files, the Gradio page
     "mask2anomaly.cli": 5,
     "mask2anomaly.__main__": 6,
 }

@@ -212,3 +212,47 @@ def test_precision_the_cpu_cannot_run_is_one_line(checkpoint, tmp_path, capsys, 
     assert _predict(checkpoint, tmp_path / "out", tmp_path / "frame.png", options=options) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_score_and_open_set_outputs(checkpoint, tmp_path, capsys):
+    import json
+
+    from mask2anomaly.inference.annotate import OPEN_SET_SUFFIXES
+    from mask2anomaly.scoring.scores import display_range
+
+    image = tmp_path / "a.png"
+    Image.fromarray(_random((40, 60, 3), 11)).save(image)
+    predictor = Predictor.from_checkpoint(checkpoint, scores=["rba"])
+    expected = predictor.predict(read_image(image))
+    threshold = float(np.quantile(expected.anomaly_score, 0.7))
+    calibration = tmp_path / "metrics.json"
+    calibration.write_text(json.dumps({"results": [
+        {"dataset": "road-anomaly-21", "score": "rba", "operating_points": {"fpr5": threshold}},
+    ]}))  # fmt: skip
+    out = tmp_path / "out"
+    options = ("--score", "rba", "--open-set", "fpr5", "--calibration", str(calibration),
+               "--unknown-label", "200")  # fmt: skip
+    assert _predict(checkpoint, out, image, options=options) == 0
+    names = sorted(p.name for p in out.iterdir() if p.name != STATE_DIR)
+    assert names == sorted(f"a{suffix}" for suffix in OUTPUT_SUFFIXES + OPEN_SET_SUFFIXES)
+    stored = np.load(out / "a_anomaly.npy")
+    np.testing.assert_array_equal(stored, expected.anomaly_score.astype(np.float16))
+    low, high = display_range("rba", 19)
+    png = np.asarray(Image.open(out / "a_anomaly.png")) / PNG16_MAX
+    shown = np.clip((expected.anomaly_score - low) / (high - low), 0, 1)
+    assert np.abs(png - shown).max() <= 0.5 / PNG16_MAX + 1e-6
+    labels = np.asarray(Image.open(out / "a_open_set_labels.png"))
+    above = expected.anomaly_score > threshold
+    assert above.any() and (labels[above] == 200).all()
+    np.testing.assert_array_equal(labels[~above], expected.semantic[~above])
+    colours = np.asarray(Image.open(out / "a_open_set.png"))
+    assert (colours[above] == 255).all() and not (colours[~above] == 255).all(axis=-1).any()
+    assert Image.open(out / "a_panel.jpg").width == 4 * 60
+    # another threshold is another setting: refused, and replaced with --overwrite
+    capsys.readouterr()
+    other = ("--score", "rba", "--open-set", "-0.5")
+    assert _predict(checkpoint, out, image, options=other) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert _predict(checkpoint, out, image, options=(*other, "--overwrite")) == 0
+    labels = np.asarray(Image.open(out / "a_open_set_labels.png"))
+    np.testing.assert_array_equal(labels == 255, expected.anomaly_score > -0.5)

@@ -22,4 +22,4 @@ def test_ci_runs_the_readme_test_command():
 
 def test_readme_commands_pin_the_cpu_torch_build():
     setup = [c for c in readme_commands() if c.startswith("pip install torch==")]
-    assert len(setup) == 2 and all("torch==2.13.0" in c for c in setup)
+    assert len(setup) == 3 and all("torch==2.13.0" in c for c in setup)  # demo, tests, app

@@ -192,6 +192,27 @@ def test_smiyc_and_road_anomaly_label_encodings(world):
         assert (road_anomaly / "frames" / name).is_file()
 
 
+def test_test_frames_carry_semantic_labels_consistent_with_their_anomaly_labels(world):
+    from mask2anomaly.data.benchmarks import load_benchmark
+
+    sets = (("road-anomaly-21", "dataset_AnomalyTrack"), ("road-obstacle-21",
+            "dataset_ObstacleTrack"), ("road-anomaly", "RoadAnomaly_jpg"))  # fmt: skip
+    for name, folder in sets:
+        dataset = load_benchmark(name, world / folder)
+        assert dataset.with_semantic == dataset.labelled == list(range(COUNTS["num_test"]))
+        for index in dataset.with_semantic:
+            semantic, label = dataset.load_semantic(index), dataset.load_label(index)
+            assert semantic.shape == label.shape == SIZE
+            assert set(np.unique(semantic)) <= {*range(19), 255}
+            assert (semantic[label == 1] == 255).all()  # anomalies are no known class
+            known = semantic < 19
+            assert known.mean() > 0.5 and len(np.unique(semantic[known])) > 3
+            if name == "road-anomaly-21":  # inlier pixels are exactly the known classes
+                assert (known[label == 0]).all() and (label[known] != 1).all()
+            if name == "road-obstacle-21":  # the road (train ID 0) is the inlier region
+                assert (semantic[label == 0] == 0).all()
+
+
 def test_obstacle_labels_are_void_off_the_road():
     for seed in range(3):
         scene = render_scene(np.random.default_rng(seed), SIZE, anomalies="obstacle")

@@ -28,6 +28,11 @@ _EXPORTS = {
     "Predictor": "mask2anomaly.inference.predictor",
     "Prediction": "mask2anomaly.inference.predictor",
     "anomaly_score": "mask2anomaly.scoring",
+    # the browser app's cached analysis (the page itself: `mask2anomaly app`, the `app` extra)
+    "Analyser": "mask2anomaly.app.analysis",
+    "AppSettings": "mask2anomaly.app.analysis",
+    "compute_scores": "mask2anomaly.scoring.scores",
+    "read_threshold": "mask2anomaly.evaluation.operating_points",
     # benchmarks and evaluation
     "load_benchmark": "mask2anomaly.data.benchmarks",
     "score_dataset": "mask2anomaly.evaluation.driver",
@@ -41,6 +46,13 @@ _EXPORTS = {
     "ConfusionMatrix": "mask2anomaly.evaluation.semantic_metrics",
     "component_metrics": "mask2anomaly.evaluation.component_metrics",
     "ComponentResult": "mask2anomaly.evaluation.component_metrics",
+    "OpenSetIoU": "mask2anomaly.evaluation.open_set_metrics",
+    # anomaly instances (issue 17)
+    "Instance": "mask2anomaly.evaluation.instances",
+    "extract_instances": "mask2anomaly.evaluation.instances",
+    "InstanceAP": "mask2anomaly.evaluation.instance_metrics",
+    "InstanceTruth": "mask2anomaly.evaluation.instance_metrics",
+    "InstanceResult": "mask2anomaly.evaluation.instance_metrics",
     # errors
     "UserError": "mask2anomaly.errors",
 }
@@ -58,6 +70,10 @@ __all__ = [
     "Predictor",
     "Prediction",
     "anomaly_score",
+    "Analyser",
+    "AppSettings",
+    "compute_scores",
+    "read_threshold",
     "load_benchmark",
     "score_dataset",
     "score_maps",
@@ -69,6 +85,12 @@ __all__ = [
     "ConfusionMatrix",
     "component_metrics",
     "ComponentResult",
+    "OpenSetIoU",
+    "Instance",
+    "extract_instances",
+    "InstanceAP",
+    "InstanceTruth",
+    "InstanceResult",
     "UserError",
 ]
 
@@ -86,15 +108,21 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly
+    from .app.analysis import Analyser, AppSettings
     from .checkpoint import import_official, load_checkpoint_config, load_model, save_checkpoint
     from .config import Config, load_config
     from .data.benchmarks import load_benchmark
     from .errors import UserError
     from .evaluation.component_metrics import ComponentResult, component_metrics
     from .evaluation.driver import evaluate_semantic, score_dataset, score_maps
+    from .evaluation.instance_metrics import InstanceAP, InstanceResult, InstanceTruth
+    from .evaluation.instances import Instance, extract_instances
+    from .evaluation.open_set_metrics import OpenSetIoU
+    from .evaluation.operating_points import read_threshold
     from .evaluation.pixel_metrics import PixelMetrics, pixel_metrics
     from .evaluation.results import AnomalyResult, SemanticResult
     from .evaluation.semantic_metrics import ConfusionMatrix
     from .inference.predictor import Prediction, Predictor
     from .model import Mask2Anomaly, build_model
     from .scoring import anomaly_score
+    from .scoring.scores import compute_scores

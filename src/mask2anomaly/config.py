@@ -35,6 +35,11 @@ Precision = Literal["fp32", "tf32", "fp16", "bf16"]
 OutlierLossKind = Literal["margin", "bce", "score_margin"]
 Protocol = Literal["smiyc", "exact", "mask2anomaly"]
 TrackName = Literal["anomaly", "obstacle"]
+# anomaly scores on mask-classification outputs (scoring/scores.py); the first is Eq. 2
+ScoreName = Literal["mask2anomaly", "msp", "maxlogit", "entropy", "energy", "rba", "eam", "void"]
+DEFAULT_SCORE: ScoreName = "mask2anomaly"
+# thresholds an evaluation stores per score, for open-set output (evaluation/operating_points.py)
+OperatingPoint = Literal["tpr95", "fpr5", "best-f1"]
 
 
 def choices(literal: Any) -> tuple[Any, ...]:
@@ -155,6 +160,9 @@ class InferenceConfig:
     # fp32 reproduces the official outputs (TF32 off on GPUs: with it, logits move by ~0.3);
     # tf32, fp16 and bf16 trade that for speed.
     precision: Precision = "fp32"
+    # torch.compile the deformable attention's sampling arithmetic (bitwise the same maps;
+    # seconds of compiling on the first image of each size; needs a C compiler)
+    compile: bool = False
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import NoReturn
 
 from .. import __version__
 from ..errors import UserError
-from . import convert, demo, evaluate, export, outliers, predict, synth, train
+from . import app, convert, demo, evaluate, export, outliers, predict, synth, train
 
 EXIT_USER_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 2, 3, 130
 DEBUG_ENV = "MASK2ANOMALY_DEBUG"
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help=f"show tracebacks (also: {DEBUG_ENV}=1)"
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, convert, evaluate, train, outliers, synth, predict, export):
+    for module in (demo, convert, evaluate, train, outliers, synth, predict, export, app):
         module.register(subparsers)
     for command in subparsers.choices.values():  # --debug after the command too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

@@ -5,9 +5,11 @@ process 0 computes the metrics from all stored maps, so sharded = single-process
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
+from ..config import DEFAULT_SCORE, ScoreName, choices
 from ..errors import UserError
 from ..evaluation.pixel_metrics import PROTOCOLS
 from .common import (
@@ -18,6 +20,7 @@ from .common import (
     precision_overrides,
     throughput,
 )
+from .instances import add_instance_flags, with_instances
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -94,8 +97,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_overrides(evaluate)
     add_precision(evaluate)
     evaluate.add_argument("--map-format", choices=("npy", "npz"), default="npy")
+    evaluate.add_argument(
+        "--score",
+        nargs="+",
+        choices=choices(ScoreName),
+        default=[DEFAULT_SCORE],
+        metavar="NAME",
+        help="anomaly score(s), all from one model run per frame: "
+        f"{', '.join(choices(ScoreName))} (default {DEFAULT_SCORE}: Eq. 2); one table row each",
+    )
     add_overwrite(evaluate)
     _common(evaluate)
+    add_instance_flags(evaluate)
     evaluate.set_defaults(func=run_evaluate)
     score = subparsers.add_parser(
         "score",
@@ -105,6 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     score.add_argument("--maps", required=True, help="folder of anomaly maps")
     _common(score)
+    add_instance_flags(score)
     score.set_defaults(func=run_score)
 
 
@@ -128,12 +142,20 @@ def _datasets(args: argparse.Namespace) -> list:
     subsets = _per_dataset(args.subset, count, "--subset")
     image_roots = _per_dataset(args.image_root, count, "--image-root")
     label_map = parse_label_map(args.label_map) if args.label_map else None
+    instance_labels = _per_dataset(args.instance_labels, count, "--instance-labels")
+    if not args.instances:
+        for flag in ("instance_threshold", "instance_labels", "calibration", "calibration_dataset"):
+            if getattr(args, flag) is not None:
+                raise UserError(f"--{flag.replace('_', '-')} is used with --instances only")
     datasets = []
     for i, (name, root) in enumerate(zip(args.dataset, args.root, strict=True)):
         options = {"image_root": image_roots[i], "split": args.split, "subset": subsets[i]}
         if label_map is not None:
             options["label_map"] = label_map
         datasets.append(load_benchmark(name, root, **options))
+        folder = instance_labels[i]
+        if folder is not None:
+            datasets[-1].use_instance_labels(folder)
     return datasets
 
 
@@ -186,11 +208,10 @@ def run_score(args: argparse.Namespace) -> int:
         if not maps.is_dir():
             raise UserError(f"{maps}: maps folder not found")
         folders.append((dataset, maps))
-        results.append(
-            score_maps(
-                maps, dataset, args.protocol, round_to_float16=args.float16, track=args.track
-            )
+        result = score_maps(
+            maps, dataset, args.protocol, round_to_float16=args.float16, track=args.track
         )
+        results.append(with_instances(args, dataset, maps, None, result))
     if args.submission:
         _write_submission(args, folders, {"maps": str(Path(args.maps).resolve())})
     return _finish(args, datasets, results)
@@ -213,13 +234,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
         _check_submission(args, datasets)
         cfg = load_checkpoint_config(args.weights, args.overrides)
         predictor = Predictor.from_checkpoint(
-            args.weights, device=ctx.device, overrides=args.overrides
+            args.weights, device=ctx.device, overrides=args.overrides, scores=args.score
         )
         settings = {
             "weights_sha256": file_digest(args.weights),
             "config": {k: v for k, v in config_to_dict(cfg).items() if k in MAP_SECTIONS},
             "map_format": args.map_format,
         }
+        if list(args.score) != [DEFAULT_SCORE]:  # folders of Eq. 2 alone keep their settings
+            settings["scores"] = list(args.score)
+        if "queries" in (args.instances or ()):  # query masks are stored beside the maps
+            settings["query_masks"] = True
 
         def folder(lock: bool) -> OutputFolder:
             return OutputFolder(args.out, command="evaluate", settings=settings,
@@ -245,32 +270,32 @@ MAP_SECTIONS = ("model", "scoring", "inference")  # the config sections the maps
 
 
 def _predict_maps(args: argparse.Namespace, datasets: list, predictor, out, ctx) -> None:
-    from ..evaluation.driver import score_dataset
+    from ..evaluation.driver import store_maps
 
+    queries = "queries" in (args.instances or ())
     frames, started = 0, time.perf_counter()
 
-    def score(image):
+    def maps(image):
         nonlocal frames
         frames += 1
-        return predictor.predict(image).anomaly_score
+        if queries:  # the query masks are stored too
+            prediction = predictor.predict(image, return_query_masks=True)
+            return prediction.maps, prediction.semantic, prediction.query_masks
+        prediction = predictor.predict(image)
+        return prediction.maps, prediction.semantic
 
     for dataset in datasets:
         if dataset.track is not None:
-            score_dataset(
-                dataset,
-                score,
-                out,
-                map_format=args.map_format,
-                shard=(ctx.rank, ctx.world_size),
-                compute_metrics=False,
-            )
+            store_maps(dataset, maps, out, args.score, map_format=args.map_format,
+                       shard=(ctx.rank, ctx.world_size), semantic=True,
+                       query_masks=queries)  # fmt: skip
     if ctx.is_main:
         print(throughput(frames, time.perf_counter() - started))
 
 
 def _evaluate(args: argparse.Namespace, datasets: list, predictor, out, cfg, settings) -> int:
     from ..config import config_to_dict
-    from ..evaluation.driver import evaluate_semantic, score_maps
+    from ..evaluation.driver import evaluate_semantic
     from ..evaluation.results import AnomalyResult, SemanticResult
 
     if args.submission:
@@ -279,21 +304,34 @@ def _evaluate(args: argparse.Namespace, datasets: list, predictor, out, cfg, set
             "weights_sha256": settings["weights_sha256"],
             "config": config_to_dict(cfg),
         }
+        if args.score[0] != DEFAULT_SCORE:
+            about["score"] = args.score[0]
+        from ..evaluation.driver import maps_folder
+
         anomaly = [d for d in datasets if d.track is not None]
-        _write_submission(args, [(d, out.root / "maps" / d.name) for d in anomaly], about)
+        folders = [(d, maps_folder(out.root, d.name, args.score[0])) for d in anomaly]
+        _write_submission(args, folders, about)
     results: list[AnomalyResult | SemanticResult] = []
     for dataset in datasets:
         if dataset.track is None:
             segment = lambda image: predictor.predict(image).semantic  # noqa: E731
             results.append(evaluate_semantic(dataset, segment))
-        else:
-            results.append(
-                score_maps(
-                    out.root / "maps" / dataset.name,
-                    dataset,
-                    args.protocol,
-                    round_to_float16=args.float16,
-                    track=args.track,
-                )
-            )
+            continue
+        for score in args.score:
+            result = _score_result(args, dataset, out.root, score, cfg.model.num_classes)
+            if score == args.score[0]:  # instances of the first score
+                result = with_instances(args, dataset, out.root, cfg, result)
+            results.append(result)
     return _finish(args, datasets, results)
+
+
+def _score_result(args: argparse.Namespace, dataset, root: Path, score: str, num_classes: int):
+    """One score's metrics on one dataset: pixel, component, operating points, open-set."""
+    from ..evaluation.driver import maps_folder, open_set_metrics, score_maps, semantic_folder
+
+    folder = maps_folder(root, dataset.name, score)
+    result = score_maps(folder, dataset, args.protocol, round_to_float16=args.float16,
+                        track=args.track)  # fmt: skip
+    open_set = open_set_metrics(folder, semantic_folder(root, dataset.name), dataset,
+                                result.operating_points, num_classes)  # fmt: skip
+    return dataclasses.replace(result, score=score, open_set=open_set)

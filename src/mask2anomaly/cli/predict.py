@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..config import DEFAULT_SCORE, IGNORE_INDEX, OperatingPoint, ScoreName, choices
 from ..errors import UserError
 from .common import (
     add_device,
@@ -56,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="T",
         help="draw contours of anomaly score >= T",
     )
+    _add_score_flags(parser)
+    _add_instance_flags(parser)
     parser.add_argument(
         "--max-pixels",
         type=bounded_int(1),
@@ -66,6 +69,77 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_overwrite(parser)
     add_overrides(parser, "inference.min_size=512")
     parser.set_defaults(func=run)
+
+
+def _add_score_flags(parser: argparse.ArgumentParser) -> None:
+    """--score and the open-set flags."""
+    parser.add_argument(
+        "--score",
+        choices=choices(ScoreName),
+        default=DEFAULT_SCORE,
+        metavar="NAME",
+        help=f"anomaly score: {', '.join(choices(ScoreName))} (default {DEFAULT_SCORE}: Eq. 2)",
+    )
+    parser.add_argument(
+        "--open-set",
+        metavar="T",
+        help="also write the open-set map: pixels whose score exceeds T become --unknown-label; "
+        f"T is a number or an operating point ({', '.join(choices(OperatingPoint))}) read from "
+        "--calibration",
+    )
+    parser.add_argument(
+        "--calibration",
+        metavar="METRICS_JSON",
+        help="metrics.json of `mask2anomaly evaluate --score NAME` holding the thresholds of "
+        "the operating points",
+    )
+    parser.add_argument(
+        "--calibration-dataset",
+        metavar="NAME",
+        help="the dataset whose thresholds to use, when the calibration file holds several",
+    )
+    parser.add_argument(
+        "--unknown-label",
+        type=bounded_int(0, 255),
+        default=IGNORE_INDEX,
+        metavar="N",
+        help=f"label of unknown pixels in the open-set map (default {IGNORE_INDEX})",
+    )
+
+
+def _add_instance_flags(parser: argparse.ArgumentParser) -> None:
+    """--instances and its settings (issue 17)."""
+    parser.add_argument(
+        "--instances",
+        choices=("components", "queries"),
+        help="also write anomaly instances: connected components of score > "
+        "--instance-threshold, or the model's own query masks whose mean score exceeds it",
+    )
+    parser.add_argument(
+        "--instance-threshold",
+        metavar="T",
+        help="score threshold of --instances: a number or an operating point "
+        f"({', '.join(choices(OperatingPoint))}) read from --calibration",
+    )
+    parser.add_argument(
+        "--min-area",
+        type=bounded_int(1),
+        default=10,
+        metavar="N",
+        help="smallest instance in pixels (default 10, OoDIS's smallest evaluated region)",
+    )
+    parser.add_argument(
+        "--instance-confidence",
+        choices=("mean", "max"),
+        default="mean",
+        help="an instance's confidence: the mean (default) or max score inside",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("coco", "oodis"),
+        help="instance files: coco (default; <name>_instances.json beside the pictures) or "
+        "oodis (the folder becomes an OoDIS submission folder: only its txt and mask files)",
+    )
 
 
 def _warn(message: str) -> None:
@@ -106,19 +180,102 @@ def _predictor(args: argparse.Namespace) -> tuple[Any, Any, Path]:
         network = OnnxNetwork(args.onnx)
         base = load_checkpoint_config(args.weights) if args.weights else network.config
         cfg = base.with_overrides([*_overrides(args, "cpu"), "inference.precision=fp32"])
-        predictor = Predictor(
-            network, scoring=cfg.scoring, inference=cfg.inference, batch_size=args.batch_size
-        )
+        predictor = Predictor(network, scoring=cfg.scoring, inference=cfg.inference,
+                              batch_size=args.batch_size, scores=[args.score])  # fmt: skip
         return predictor, cfg, Path(args.onnx)
     if not args.weights:
         raise UserError("--weights CKPT is needed (or --backend onnxruntime --onnx MODEL.onnx)")
     device = resolve_device(args.device)
     cfg = load_checkpoint_config(args.weights, _overrides(args, device.type))
     model = load_model(args.weights, device=device)
-    predictor = Predictor(
-        model, scoring=cfg.scoring, inference=cfg.inference, batch_size=args.batch_size
-    )
+    predictor = Predictor(model, scoring=cfg.scoring, inference=cfg.inference,
+                          batch_size=args.batch_size, scores=[args.score])  # fmt: skip
     return predictor, cfg, Path(args.weights)
+
+
+def _open_set_threshold(args: argparse.Namespace, cfg: Any) -> float | None:
+    """The --open-set threshold: a number, or an operating point of --score read from
+    --calibration; checked against the score's range (one-line errors)."""
+    from ..evaluation.operating_points import OPERATING_POINTS
+    from ..inference.prediction import check_threshold
+
+    if args.open_set is None:
+        for flag, value in (("--calibration", args.calibration),
+                            ("--calibration-dataset", args.calibration_dataset)):  # fmt: skip
+            if value is not None and args.instance_threshold not in OPERATING_POINTS:
+                raise UserError(
+                    f"{flag} is used with --open-set OPERATING_POINT only (or with "
+                    "--instance-threshold OPERATING_POINT)"
+                )
+        return None
+    threshold = _threshold_of(args, args.open_set, "--open-set")
+    num_classes = cfg.model.num_classes
+    check_threshold(args.score, threshold, num_classes, cfg.model.decoder.num_queries)
+    if args.unknown_label < num_classes:
+        raise UserError(
+            f"--unknown-label {args.unknown_label} is a known class (0..{num_classes - 1}); "
+            f"choose {num_classes}..255"
+        )
+    return threshold
+
+
+def _threshold_of(args: argparse.Namespace, given: str, flag: str) -> float:
+    """A threshold flag's value: a number, or an operating point of --score read from
+    --calibration."""
+    from ..evaluation.operating_points import OPERATING_POINTS, read_threshold
+
+    if given in OPERATING_POINTS:
+        if not args.calibration:
+            raise UserError(
+                f"{flag} {given} needs --calibration METRICS_JSON (the metrics.json "
+                f"of `mask2anomaly evaluate --score {args.score}`)"
+            )
+        return read_threshold(args.calibration, args.score, given,
+                              dataset=args.calibration_dataset)  # fmt: skip
+    try:
+        return float(given)
+    except ValueError:
+        raise UserError(
+            f"{flag} {given!r}: expected a number or one of {', '.join(OPERATING_POINTS)}"
+        ) from None
+
+
+def _instance_options(args: argparse.Namespace, cfg: Any, inputs: list) -> Any:
+    """InstanceOptions of the --instances flags (None without --instances), checked."""
+    from ..inference.annotate import InstanceOptions
+    from ..inference.prediction import check_threshold
+
+    if args.instances is None:
+        for flag, value in (("--instance-threshold", args.instance_threshold),
+                            ("--format", args.format)):  # fmt: skip
+            if value is not None:
+                raise UserError(f"{flag} is used with --instances only")
+        return None
+    if args.instance_threshold is None:
+        raise UserError(
+            "--instances needs --instance-threshold T (a number, or tpr95 / fpr5 / best-f1 "
+            "read from --calibration)"
+        )
+    threshold = _threshold_of(args, args.instance_threshold, "--instance-threshold")
+    check_threshold(args.score, threshold, cfg.model.num_classes, cfg.model.decoder.num_queries)
+    if args.format == "oodis":
+        _check_oodis_inputs(args, inputs)
+    return InstanceOptions(args.instances, threshold, args.min_area, args.instance_confidence,
+                           args.format or "coco")  # fmt: skip
+
+
+def _check_oodis_inputs(args: argparse.Namespace, inputs: list) -> None:
+    """OoDIS takes images, one flat folder of distinct names, and nothing else in it."""
+    from ..evaluation.oodis import check_oodis_folder, oodis_stem
+
+    stems: dict[str, Any] = {}
+    for item in inputs:
+        if item.kind != "image":
+            raise UserError(f"{item.path}: --format oodis takes images, not videos")
+        other = stems.setdefault(oodis_stem(item.name), item.path)
+        if other != item.path:
+            raise UserError(f"{item.path}: same OoDIS name as {other} (one flat folder)")
+    check_oodis_folder(Path(args.out))
 
 
 def grow(bar: Any, frames: int) -> None:
@@ -133,6 +290,7 @@ def run(args: argparse.Namespace) -> int:
     from ..fileio import OutputFolder, ensure_folder, file_digest
     from ..inference.annotate import OUTPUT_SECTIONS, AnnotateOptions
     from ..inference.media import discover_inputs
+    from ..scoring.scores import display_range
 
     inputs, problems = discover_inputs(args.inputs)
     for problem in problems:
@@ -141,14 +299,28 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("no images or videos to predict")
     ensure_folder(Path(args.out), "--out")
     predictor, cfg, network_file = _predictor(args)
+    open_set = _open_set_threshold(args, cfg)
+    instances = _instance_options(args, cfg, inputs)
     options = AnnotateOptions(
-        threshold=args.threshold, batch_size=args.batch_size, max_pixels=args.max_pixels
-    )
-    settings = {
+        threshold=args.threshold, batch_size=args.batch_size, max_pixels=args.max_pixels,
+        open_set=open_set, unknown_label=args.unknown_label,
+        display=display_range(args.score, cfg.model.num_classes), instances=instances,
+    )  # fmt: skip
+    settings: dict[str, Any] = {
         "network_sha256": file_digest(network_file),
         "config": {k: v for k, v in config_to_dict(cfg).items() if k in OUTPUT_SECTIONS},
         "threshold": args.threshold,
     }
+    if args.score != DEFAULT_SCORE:  # folders of Eq. 2 keep their settings
+        settings["score"] = args.score
+    if open_set is not None:
+        settings["open_set"] = {"threshold": open_set, "given": args.open_set,
+                                "unknown_label": args.unknown_label}  # fmt: skip
+    if instances is not None:
+        settings["instances"] = {"method": instances.method, "threshold": instances.threshold,
+                                 "given": args.instance_threshold, "min_area": instances.min_area,
+                                 "confidence": instances.confidence,
+                                 "format": instances.format}  # fmt: skip
     with OutputFolder(
         args.out, command="predict", settings=settings, replace=args.overwrite
     ) as out:

@@ -95,7 +95,8 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         BenchmarkSpec(
             "folder", "anomaly",
             partial(layouts.images_and_masks_frames, name="folder", labels="labels"),
-            "images/<stem>.png + labels/<stem>.png (--label-map)",
+            "images/<stem>.png + labels/<stem>.png (--label-map) [+ semantic/<stem>.png: "
+            "train IDs, 255 void, for open-set metrics]",
         ),
         BenchmarkSpec(
             "cityscapes", None, layouts.cityscapes_frames,
@@ -169,6 +170,8 @@ class Benchmark:
         if not self.frames:
             raise UserError(f"{self.name}: no frames found under {self.root} ({spec.layout})")
         self.labelled = [i for i, f in enumerate(self.frames) if f.label_path is not None]
+        # labelled frames that also have a semantic label: open-set metrics are computed on them
+        self.with_semantic = [i for i in self.labelled if self.frames[i].semantic_path is not None]
         self.unmapped_pixels: dict[str, int] = {}  # frame id -> pixels voided as unmapped
 
     def __len__(self) -> int:
@@ -225,6 +228,35 @@ class Benchmark:
                 unmapped,
             )
         return label
+
+    def load_semantic(self, index: int) -> np.ndarray:
+        """uint8 [H, W] semantic label of a frame: train IDs as stored (values past 255 become
+        255, void)."""
+        frame = self.frames[index]
+        if frame.semantic_path is None:
+            raise UserError(f"{frame.image_path}: this frame has no semantic label")
+        raw = read_label_map(frame.semantic_path, "semantic label")
+        if raw.ndim != 2 or raw.dtype.kind not in "ui":
+            raise UserError(
+                f"{frame.semantic_path}: a semantic label must be one channel of integers, got "
+                f"{raw.dtype} {raw.shape}"
+            )
+        return np.where((raw >= 0) & (raw < IGNORE_INDEX), raw, IGNORE_INDEX).astype(np.uint8)
+
+    def use_instance_labels(self, folder: str | Path) -> None:
+        """Take the frames' instance labels from `folder` (`layouts.instance_labels_in`)."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise UserError(f"--instance-labels {folder}: not a folder")
+        self.frames = layouts.instance_labels_in(folder, self.frames)
+
+    def load_instance_ids(self, index: int) -> np.ndarray | None:
+        """The frame's instance label as stored ([H, W] integers; Cityscapes instanceIds), or
+        None when it has none."""
+        frame = self.frames[index]
+        if frame.instance_path is None:
+            return None
+        return read_label_map(frame.instance_path, "instance label")
 
 
 def load_benchmark(name: str, root: str | Path, **options) -> Benchmark:

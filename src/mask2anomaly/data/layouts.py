@@ -10,6 +10,7 @@ benchmark ships test images without labels (SMIYC), and is an error elsewhere.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable
@@ -19,6 +20,10 @@ from pathlib import Path
 from ..errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg")  # in SMIYC's order of preference
+SEMANTIC_SUFFIX = "_labelTrainIds.png"  # semantic labels beside SMIYC-layout anomaly labels
+# anomaly instance labels (Cityscapes instanceIds encoding, as OoDIS scores instances): beside
+# SMIYC-layout labels, or found by frame id in an --instance-labels folder
+INSTANCE_SUFFIXES = ("_instanceIds.png", "_gtCoarse_instanceIds.png", "_gtFine_instanceIds.png")
 
 # --- SMIYC (tracks.py, tracks_extra.py) ---------------------------------------------------------
 # RoadObstacle21: the scene is the frame id's text before the first "_".
@@ -72,7 +77,10 @@ class Frame:
     """One frame: its id and files. `label_path` None: no ground truth (predicted only).
     `overlay_path`: Fishyscapes Static's additive `_rgb.npz`. `map_names`: other file stems its
     anomaly map may have (the names official tools write). `group`: the SMIYC result folder the
-    frame's map belongs to in a submission (e.g. "LostAndFound-test")."""
+    frame's map belongs to in a submission (e.g. "LostAndFound-test"). `semantic_path`: its
+    semantic label (Cityscapes train IDs, 255 void) where the dataset has one beside the
+    anomaly label (the synthetic world's test sets, the `folder` adapter): open-set metrics.
+    `instance_path`: its anomaly instance label (Cityscapes instanceIds) where it has one."""
 
     frame_id: str
     image_path: Path
@@ -80,6 +88,8 @@ class Frame:
     overlay_path: Path | None = None
     map_names: tuple[str, ...] = ()
     group: str | None = None
+    semantic_path: Path | None = None
+    instance_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -104,27 +114,60 @@ def images_in(folder: Path, pattern: str = "*") -> dict[str, Path]:
 
 
 def paired(
-    name: str, images: dict[str, Path], label_of: dict[str, Path], *, optional: bool
+    name: str,
+    images: dict[str, Path],
+    label_of: dict[str, Path],
+    *,
+    optional: bool,
+    semantic_of: dict[str, Path] | None = None,
 ) -> list[Frame]:
     """Frames of images (frame id -> path) with their label files; a missing label is a
-    predicted-only frame when `optional`, else a one-line error naming the image."""
+    predicted-only frame when `optional`, else a one-line error naming the image. Semantic
+    labels (`semantic_of`) are optional: a frame has one where its file exists."""
     frames = []
     for frame_id, image in images.items():
         label = label_of[frame_id]
         if not label.is_file() and not optional:
             raise UserError(f"{name}: no label for image {image} (expected {label})")
-        frames.append(Frame(frame_id, image, label if label.is_file() else None))
+        semantic = (semantic_of or {}).get(frame_id)
+        frames.append(
+            Frame(frame_id, image, label if label.is_file() else None,
+                  semantic_path=semantic if semantic is not None and semantic.is_file() else None)
+        )  # fmt: skip
     return frames
 
 
 def smiyc_frames(source: Source, name: str, group: str) -> list[Frame]:
     """RoadAnomaly21 / RoadObstacle21: images/<fid>.<jpg|webp|png>, labels (only for the
-    validation frames in the public zips) labels_masks/<fid>_labels_semantic.png."""
+    validation frames in the public zips) labels_masks/<fid>_labels_semantic.png, semantic
+    labels (the synthetic world's) labels_masks/<fid>_labelTrainIds.png, instance labels
+    labels_masks/<fid>_instanceIds.png."""
     images = images_in(source.root / "images")
     labels = source.root / "labels_masks"
     label_of = {fid: labels / f"{fid}_labels_semantic.png" for fid in images}
-    frames = paired(name, images, label_of, optional=True)
-    return [Frame(f.frame_id, f.image_path, f.label_path, group=group) for f in frames]
+    semantic_of = {fid: labels / f"{fid}{SEMANTIC_SUFFIX}" for fid in images}
+    frames = paired(name, images, label_of, optional=True, semantic_of=semantic_of)
+    instance_of = {fid: labels / f"{fid}{INSTANCE_SUFFIXES[0]}" for fid in images}
+    return [
+        dataclasses.replace(f, group=group, instance_path=instance_of[f.frame_id])
+        if instance_of[f.frame_id].is_file()
+        else dataclasses.replace(f, group=group)
+        for f in frames
+    ]
+
+
+def instance_labels_in(folder: Path, frames: Iterable[Frame]) -> list[Frame]:
+    """The frames with their instance labels taken from `folder` (searched below it) under
+    `<frame id>` + one of INSTANCE_SUFFIXES; frames without a file there keep theirs."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*instanceIds.png")):
+        for suffix in INSTANCE_SUFFIXES:
+            if path.name.endswith(suffix):
+                found.setdefault(path.name[: -len(suffix)], path)
+    return [
+        dataclasses.replace(f, instance_path=found[f.frame_id]) if f.frame_id in found else f
+        for f in frames
+    ]
 
 
 def road_anomaly_21_frames(source: Source) -> list[Frame]:
@@ -246,8 +289,9 @@ def fishyscapes_static_frames(source: Source) -> list[Frame]:
 
 
 def road_anomaly_frames(source: Source) -> list[Frame]:
-    """Road Anomaly (C): frames/<name>.<webp|jpg>, frames/<name>.labels/labels_semantic.png,
-    the frames listed in frame_list.json when it is there."""
+    """Road Anomaly (C): frames/<name>.<webp|jpg>, frames/<name>.labels/labels_semantic.png
+    (and, in the synthetic world, labelTrainIds.png), the frames listed in frame_list.json when
+    it is there."""
     frames_dir, listing = source.root / "frames", source.root / "frame_list.json"
     if listing.is_file():
         try:
@@ -260,14 +304,17 @@ def road_anomaly_frames(source: Source) -> list[Frame]:
     else:
         images = images_in(frames_dir)
     label_of = {stem: frames_dir / f"{stem}.labels" / "labels_semantic.png" for stem in images}
-    return paired("road-anomaly", images, label_of, optional=False)
+    semantic_of = {stem: frames_dir / f"{stem}.labels" / "labelTrainIds.png" for stem in images}
+    return paired("road-anomaly", images, label_of, optional=False, semantic_of=semantic_of)
 
 
 def images_and_masks_frames(source: Source, *, name: str, labels: str) -> list[Frame]:
-    """images/<stem>.* with <labels>/<stem>.png (Mask2Anomaly's re-packaged sets, `folder`)."""
+    """images/<stem>.* with <labels>/<stem>.png (Mask2Anomaly's re-packaged sets, `folder`),
+    and semantic/<stem>.png (train IDs) where present."""
     images = images_in(source.root / "images")
     label_of = {stem: source.root / labels / f"{stem}.png" for stem in images}
-    return paired(name, images, label_of, optional=False)
+    semantic_of = {stem: source.root / "semantic" / f"{stem}.png" for stem in images}
+    return paired(name, images, label_of, optional=False, semantic_of=semantic_of)
 
 
 def cityscapes_frames(source: Source) -> list[Frame]:

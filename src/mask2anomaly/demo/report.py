@@ -15,6 +15,7 @@ from ..evaluation.report import draw_curves
 from ..fileio import json_safe, write_text_atomic
 from ..inference.pictures import heat_overlay, side_by_side
 from .plan import TEST_SETS, DemoRow
+from .scores import open_set_tile, score_section
 
 METRICS = (("auprc", "AuPRC"), ("fpr95", "FPR95"))
 COMPONENTS = (("siou", "sIoU"), ("ppv", "PPV"), ("f1_mean", "F1*"))
@@ -59,6 +60,8 @@ def _panels(out: Path, world: Path, rows: list[DemoRow], test_sets: dict[str, st
                 maps = out / "eval" / f"{row.stage}-{row.refinement}" / "maps" / name
                 score = load_map(next(maps.glob(f"{frame_id}.*")))
                 tiles.append((row.title[:40], heat_overlay(image, score)))
+            if (tile := open_set_tile(out, name, frame_id)) is not None:
+                tiles.append(tile)
             truth = np.where((label == 1)[..., None], [255, 40, 40], image // 3).astype(np.uint8)
             truth[label == 255] = (90, 90, 90)
             tiles.append(("ground truth (red: anomaly, grey: void)", truth))
@@ -77,11 +80,13 @@ def write_demo_report(
     seconds: float,
     stages: dict[str, tuple[str, ...]] | None = None,
     environment: dict[str, object] | None = None,
+    extra: str = "",
 ) -> str:
     """report.md, results.json, pr_curves.png and panels/*.png in `out`; returns the table.
     `stages`: each training stage's overrides of the `demo` config, listed in the report;
     `environment`: what the numbers depend on beyond the code (library, CPU kernels, threads,
-    seeds), stated under the table."""
+    seeds), stated under the table; `extra`: Markdown appended to report.md (the instance
+    section)."""
     names = [name for name, _ in TEST_SETS]
     table = results_table(rows, names)
     curves = {
@@ -94,12 +99,6 @@ def write_demo_report(
     write_text_atomic(
         out / "results.json", json.dumps(json_safe([row.to_dict() for row in rows]), indent=2)
     )
-    first = rows[0].results
-    anomaly_fraction = {
-        name: first[name].pixel["smiyc"].num_pos
-        / max(1, first[name].pixel["smiyc"].num_pos + first[name].pixel["smiyc"].num_neg)
-        for name in names
-    }
     text = [
         "# mask2anomaly demo on the synthetic road world\n",
         "Stage 1 trains on the synthetic Cityscapes split, stage 2 fine-tunes with AnomalyMix "
@@ -110,6 +109,32 @@ def write_demo_report(
             for name, overrides in (stages or {}).items()
         ],
         table,
+        *_notes(rows, names, environment),
+        *score_section(out),
+        f"Run time: {seconds / 60:.1f} min.\n",
+        "![PR curves](pr_curves.png)\n",
+        *[f"![{p.stem}](panels/{p.name})\n" for p in panels],
+        extra,
+        "Look at the fine-tuned model in the browser (`mask2anomaly app`: images, videos, a "
+        "threshold slider):\n",
+        f'```bash\npip install -e ".[app]" && mask2anomaly app --weights '
+        f"{out / 'stage2' / 'model_final.pt'}\n```\n",
+    ]
+    write_text_atomic(out / "report.md", "\n".join(text))
+    return table
+
+
+def _notes(
+    rows: list[DemoRow], names: list[str], environment: dict[str, object] | None
+) -> list[str]:
+    """The paragraphs under the table: zeroed pixels, the run's environment, anomaly fraction."""
+    first = rows[0].results
+    anomaly_fraction = {
+        name: first[name].pixel["smiyc"].num_pos
+        / max(1, first[name].pixel["smiyc"].num_pos + first[name].pixel["smiyc"].num_neg)
+        for name in names
+    }
+    return [
         '"anomaly px at 0": share of the anomaly pixels scored exactly 0 (the refinement '
         "zeroes scores under confident inlier masks); above 5 % a 95 % TPR is reached only at "
         "threshold 0, where FPR95 is ~100.\n",
@@ -121,9 +146,4 @@ def write_demo_report(
         "Anomaly pixel fraction (AuPRC of a random scorer): "
         + ", ".join(f"{n} {100 * f:.2f} %" for n, f in anomaly_fraction.items())
         + "\n",
-        f"Run time: {seconds / 60:.1f} min.\n",
-        "![PR curves](pr_curves.png)\n",
-        *[f"![{p.stem}](panels/{p.name})\n" for p in panels],
     ]
-    write_text_atomic(out / "report.md", "\n".join(text))
-    return table

@@ -38,8 +38,10 @@ from ..inference.predictor import Prediction, Predictor
 from ..train.run import resolve_run
 from ..train.step import seed_everything
 from ..train.trainer import build_trainer
+from .instances import evaluate_instances, instance_section
 from .plan import PLANS, ROWS, TEST_SETS, DemoPlan, DemoRow
 from .report import write_demo_report
+from .scores import evaluate_scores, slim, stage_scores
 
 
 def prepare_world(out: Path, plan: DemoPlan, seed: int, progress: bool) -> Path:
@@ -116,6 +118,7 @@ class StagePredictions:
                 self.out / stage / "model_final.pt",
                 device=self.device,
                 overrides=["scoring.refinement=official"],
+                scores=stage_scores(stage),
             )
             self.unflipped = Predictor(
                 self.predictor.model,
@@ -130,7 +133,7 @@ class StagePredictions:
         predictor = self._load(stage)
         key = hashlib.sha1(np.ascontiguousarray(image).tobytes()).digest()
         if key not in self.memo:
-            self.memo[key] = predictor.predict(image)
+            self.memo[key] = slim(predictor.predict(image))
         return self.memo[key]
 
     def anomaly(self, stage: str, refinement: str, image: np.ndarray) -> np.ndarray:
@@ -196,6 +199,7 @@ def _evaluate(out: Path, world: Path, device: str) -> list[DemoRow]:
             semantic = evaluate_semantic(val, partial(predictions.semantic, stage)).semantic
             miou[stage] = semantic.miou
         rows.append(DemoRow(title, stage, refinement, results, miou[stage], zeroed))
+    evaluate_scores(out, world, predictions)  # from the stage-2 forwards just made
     return rows
 
 
@@ -250,6 +254,7 @@ def run_demo(
         train_stage(out, "stage2", plan.stage2, data, init=stage1, outliers=world / "coco",
                     **common)  # fmt: skip
         rows = _evaluate(out, world, device)
+        instances = instance_section(*evaluate_instances(out, world, rows, device))
     seconds = time.perf_counter() - started
     environment = {
         "torch": torch.__version__,
@@ -260,6 +265,6 @@ def run_demo(
     }
     stages = {"Stage 1": plan.stage1, "Stage 2": plan.stage2}
     table = write_demo_report(
-        out, world, rows, seconds=seconds, stages=stages, environment=environment
+        out, world, rows, seconds=seconds, stages=stages, environment=environment, extra=instances
     )
     return DemoResult(rows, table, seconds)

@@ -418,9 +418,18 @@ class ExactPixelMetrics:
             fp = len(neg) - np.searchsorted(neg, thresholds, side="left")
             yield thresholds, tp, fp
 
-    def compute(self) -> PixelMetrics:
+    def counts(self) -> tuple[int, int]:
+        """(positive, negative) pixels added so far."""
         num_pos = int(self._counts[1].sum()) + sum(len(c) for c in self._chunks[1])
-        num_neg = int(self._counts[0].sum()) + sum(len(c) for c in self._chunks[0])
+        return num_pos, int(self._counts[0].sum()) + sum(len(c) for c in self._chunks[0])
+
+    def curve_points(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Every distinct score as a threshold, descending, with the cumulative tp / fp of
+        "score >= threshold", in blocks (what `compute` walks; operating_points.py too)."""
+        return self._blocks()
+
+    def compute(self) -> PixelMetrics:
+        num_pos, num_neg = self.counts()
         if num_pos + num_neg == 0:
             raise ValueError("no frame with evaluated pixels")
         scalars = _CurveScalars(num_pos, num_neg)

@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..config import DEFAULT_SCORE
 from ..data.benchmarks import Benchmark
 from ..fileio import write_json_atomic, write_text_atomic
 from .maps import load_map
+from .operating_points import OPERATING_POINTS
 from .pixel_metrics import PixelCurve
 from .results import AnomalyResult, DatasetResult, SemanticResult
 
@@ -42,34 +44,84 @@ def _percent(value: float | None) -> str:
 
 
 def markdown_table(results: Sequence[DatasetResult]) -> str:
-    """One row per protocol, AuPRC / FPR95 (x100, one decimal) per dataset, sIoU / PPV / F1*
-    where computed (smiyc), and the average over datasets of AuPRC and FPR95."""
+    """One row per protocol (per score and protocol when the results hold several scores),
+    AuPRC / FPR95 (x100, one decimal) per dataset, sIoU / PPV / F1* where computed (smiyc), and
+    the average over datasets of AuPRC and FPR95; then the open-set table and the mIoU lines."""
     anomaly = [r for r in results if isinstance(r, AnomalyResult)]
+    scores = list(dict.fromkeys(r.score for r in anomaly))
+    several = len(scores) > 1
+    datasets = list(dict.fromkeys(r.dataset for r in anomaly))
+    by_key = {(r.score, r.dataset): r for r in anomaly}
     protocols = list(dict.fromkeys(p for r in anomaly for p in r.pixel))
-    header, rows = ["protocol"], []
-    for r in anomaly:
-        header += [f"{r.dataset} {name}" for _, name in PIXEL_COLUMNS]
-        if r.components is not None:
-            header += [f"{r.dataset} {name}" for _, name in COMPONENT_COLUMNS]
+    components = {d: any(r.components is not None for r in anomaly if r.dataset == d)
+                  for d in datasets}  # fmt: skip
+    header = (["score"] if several else []) + ["protocol"]
+    for name in datasets:
+        header += [f"{name} {label}" for _, label in PIXEL_COLUMNS]
+        if components[name]:
+            header += [f"{name} {label}" for _, label in COMPONENT_COLUMNS]
     header += ["mean AuPRC", "mean FPR95"]
-    for protocol in protocols:
-        row = [protocol]
-        for r in anomaly:
-            pixel = r.pixel.get(protocol)
-            row += [_percent(getattr(pixel, key, None)) for key, _ in PIXEL_COLUMNS]
-            if r.components is not None:
-                comp = r.components if protocol == "smiyc" else None
-                row += [_percent(getattr(comp, key, None)) for key, _ in COMPONENT_COLUMNS]
-        for key, _ in PIXEL_COLUMNS:
-            values = [getattr(r.pixel[protocol], key) for r in anomaly if protocol in r.pixel]
-            row.append(_percent(float(np.nanmean(values)) if values else None))
-        rows.append(row)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    rows = []
+    for score in scores:
+        row_results = [by_key.get((score, name)) for name in datasets]
+        for protocol in protocols:
+            row = ([str(score)] if several else []) + [protocol]
+            for name, r in zip(datasets, row_results, strict=True):
+                pixel = r.pixel.get(protocol) if r is not None else None
+                row += [_percent(getattr(pixel, key, None)) for key, _ in PIXEL_COLUMNS]
+                if components[name]:
+                    comp = r.components if r is not None and protocol == "smiyc" else None
+                    row += [_percent(getattr(comp, key, None)) for key, _ in COMPONENT_COLUMNS]
+            for key, _ in PIXEL_COLUMNS:
+                values = [getattr(r.pixel[protocol], key) for r in row_results
+                          if r is not None and protocol in r.pixel]  # fmt: skip
+                row.append(_percent(float(np.nanmean(values)) if values else None))
+            rows.append(row)
+    lines = _table(header, rows) + _open_set_table(anomaly) + instance_table(anomaly)
     for result in results:
         if isinstance(result, SemanticResult):
             lines.append(f"\n{result.dataset}: mIoU {_percent(result.semantic.miou)}")
     return "\n".join(lines) + "\n"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _open_set_table(anomaly: Sequence[AnomalyResult]) -> list[str]:
+    """ISSU open-set mIoU at each operating point next to the closed-set mIoU (x100), one row
+    per score and dataset with semantic labels; nothing when there is none."""
+    rows = []
+    for r in anomaly:
+        if r.open_set is not None:
+            cells = [str(r.score or DEFAULT_SCORE), r.dataset, _percent(r.open_set.closed_miou)]
+            rows.append(cells + [_percent(r.open_set.open_miou.get(p)) for p in OPERATING_POINTS])
+    if not rows:
+        return []
+    header = ["score", "dataset", "closed mIoU"] + [f"open mIoU @{p}" for p in OPERATING_POINTS]
+    return ["", "Open-set segmentation (ISSU; thresholds of each score on its dataset):", ""] + (
+        _table(header, rows)
+    )
+
+
+def instance_table(anomaly: Sequence[AnomalyResult]) -> list[str]:
+    """Instance AP / AP50 (x100, OoDIS's rules) per score, dataset and method, with the
+    threshold and the ground truth used; nothing when no instances were evaluated."""
+    rows = [
+        [str(r.score or DEFAULT_SCORE), r.dataset, str(i.method), _percent(i.ap),
+         _percent(i.ap50), str(i.num_gt), str(i.num_pred),
+         f"{i.threshold:.4g} ({i.threshold_from})", str(i.ground_truth)]
+        for r in anomaly
+        for i in r.instances
+    ]  # fmt: skip
+    if not rows:
+        return []
+    header = ["score", "dataset", "instances", "AP", "AP50", "GT instances", "predicted",
+              "threshold", "ground truth"]  # fmt: skip
+    return ["", "Anomaly instances (OoDIS AP over IoU 0.5:0.95, regions of 10+ px):", ""] + (
+        _table(header, rows)
+    )
 
 
 def draw_curves(path: Path, curves: dict[str, PixelCurve], kind: str) -> None:
@@ -129,12 +181,16 @@ def overlay(image: np.ndarray, score: np.ndarray, label: np.ndarray) -> np.ndarr
 
 
 def write_worst_frames(out_dir: Path, dataset: Benchmark, result: AnomalyResult) -> None:
-    """out_dir/worst/<dataset>/<frame id>.png: an overlay of each of the worst frames."""
+    """out_dir/worst/<dataset>/<frame id>.png (other scores than Eq. 2: worst/<score>/...): an
+    overlay of each of the worst frames."""
     index = {f.frame_id: i for i, f in enumerate(dataset.frames)}
+    folder = out_dir / "worst"
+    if result.score not in (None, DEFAULT_SCORE):
+        folder = folder / str(result.score)
     for worst in result.worst_frames:
         image, label = dataset[index[worst.frame_id]]
         picture = overlay(image, load_map(Path(worst.map_path)), label)
-        target = out_dir / "worst" / dataset.name / f"{worst.frame_id}.png"
+        target = folder / dataset.name / f"{worst.frame_id}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(picture).save(target)
 
@@ -146,16 +202,17 @@ def write_report(
     frames' overlays of the anomaly results whose dataset is given."""
     write_metrics_json(out_dir / "metrics.json", results)
     write_text_atomic(out_dir / "metrics.md", markdown_table(results))
-    curves = {
-        f"{r.dataset} {p}": m.curve
-        for r in results
-        if isinstance(r, AnomalyResult)
-        for p, m in r.pixel.items()
+    anomaly = [r for r in results if isinstance(r, AnomalyResult)]
+    several = len({r.score for r in anomaly}) > 1
+    curves = {  # with several scores: each score's curve of the first protocol
+        f"{r.dataset} {r.score} {p}" if several else f"{r.dataset} {p}": m.curve
+        for r in anomaly
+        for p, m in list(r.pixel.items())[: 1 if several else None]
     }
     if curves:
         draw_curves(out_dir / "pr_curves.png", curves, "pr")
         draw_curves(out_dir / "roc_curves.png", curves, "roc")
     by_name = {d.name: d for d in datasets}
-    for result in results:
-        if isinstance(result, AnomalyResult) and result.dataset in by_name:
+    for result in anomaly:
+        if result.dataset in by_name:
             write_worst_frames(out_dir, by_name[result.dataset], result)

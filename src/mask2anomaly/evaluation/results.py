@@ -12,6 +12,8 @@ from typing import Any
 
 from ..config import TrackName
 from .component_metrics import ComponentResult
+from .instance_metrics import InstanceResult
+from .open_set_metrics import OpenSetMetrics
 from .pixel_metrics import PixelMetrics
 from .semantic_metrics import SemanticMetrics
 
@@ -33,7 +35,9 @@ class AnomalyResult:
     """Anomaly metrics of one dataset: its frames (all, and those scored: the labelled ones;
     the others were predicted only), `pixel` per protocol (each with its curve), `components`
     (SMIYC sIoU / PPV / F1* for `track`; None when not computed), the worst frames, the pixels
-    per frame that the label map did not cover (set to void), and notes (skipped protocols)."""
+    per frame that the label map did not cover (set to void), notes (skipped protocols), the
+    score (when the evaluation computed several), its operating-point thresholds
+    (`operating_points.py`) and its ISSU open-set metrics (datasets with semantic labels)."""
 
     dataset: str
     num_frames: int
@@ -45,6 +49,10 @@ class AnomalyResult:
     worst_frames: tuple[WorstFrame, ...] = ()
     unmapped_pixels: dict[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    score: str | None = None  # the anomaly score of the maps, when an evaluation names it
+    operating_points: dict[str, float] = field(default_factory=dict)
+    open_set: OpenSetMetrics | None = None
+    instances: tuple[InstanceResult, ...] = ()  # instance AP / AP50 per method (issue 17)
 
     @property
     def summary(self) -> str:
@@ -57,7 +65,8 @@ class AnomalyResult:
         return line + "".join(f"; {note}" for note in self.notes)
 
     def to_dict(self) -> dict[str, Any]:
-        result: dict[str, Any] = {
+        result: dict[str, Any] = {"score": self.score} if self.score is not None else {}
+        result |= {
             "dataset": self.dataset,
             "subset": self.subset,
             "num_frames": self.num_frames,
@@ -69,6 +78,12 @@ class AnomalyResult:
         result["worst_frames"] = [w.to_dict() for w in self.worst_frames]
         result["unmapped_pixels"] = dict(self.unmapped_pixels)
         result["notes"] = list(self.notes)
+        if self.operating_points:
+            result["operating_points"] = dict(self.operating_points)
+        if self.open_set is not None:
+            result["open_set"] = self.open_set.to_dict()
+        if self.instances:
+            result["instances"] = [r.to_dict() for r in self.instances]
         return result
 
 

@@ -7,7 +7,16 @@ number>` for a video frame):
 * `<name>_anomaly.png`: the same as a 16-bit grey PNG, `round(clip(score, 0, 1) * 65535)`;
 * `<name>_overlay.jpg`: the heat map on the image (contours of score >= threshold if asked);
 * `<name>_semantic.png`: the semantic map in Cityscapes colours;
-* `<name>_panel.jpg`: input | heat map | semantic map side by side;
+* `<name>_panel.jpg`: input | heat map | semantic map [| open-set map] side by side;
+* with an open-set threshold: `<name>_open_set_labels.png` (train IDs, the unknown label where
+  the score exceeds the threshold) and `<name>_open_set.png` (in colours, unknown white);
+* with instances (`InstanceOptions`): `<name>_instances.json`, the anomaly instances as COCO
+  results (compressed RLE masks, boxes, areas, confidences), drawn on the overlay; in the OoDIS
+  format the folder holds only the OoDIS submission files instead (`evaluation/oodis.py`);
+
+The maps are those of the predictor's first score (`Predictor(scores=...)`); the .npy holds
+its values, the pictures and the 16-bit PNG its display scale (`pictures.to_display`: Eq. 2
+as it is).
 
 and for a video `<video>_annotated.mp4`, the overlays at the original frame rate. Every file is
 written atomically, and a frame counts as done only once all its files are written and journalled
@@ -24,46 +33,123 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..config import IGNORE_INDEX
 from ..errors import UserError
-from ..fileio import OutputFolder, file_signature, save_image_atomic, save_npy_atomic
+from ..evaluation.instances import MIN_AREA, Confidence, InstanceMethod
+from ..evaluation.oodis import oodis_stem, write_oodis_frame
+from ..fileio import (
+    OutputFolder,
+    file_signature,
+    save_image_atomic,
+    save_npy_atomic,
+    write_json_atomic,
+)
 from .media import MediaInput, VideoReader, VideoWriter, read_image
-from .pictures import anomaly_to_png16, colorize_semantic, heat_overlay, prediction_panel
+from .pictures import (
+    anomaly_to_png16,
+    colorize_semantic,
+    draw_instances,
+    heat_overlay,
+    prediction_panel,
+    to_display,
+)
 from .predictor import Prediction, Predictor
 
 OUTPUT_SECTIONS = ("model", "scoring", "inference")  # the config sections outputs depend on
 OUTPUT_SUFFIXES = ("_anomaly.npy", "_anomaly.png", "_overlay.jpg", "_semantic.png", "_panel.jpg")
+OPEN_SET_SUFFIXES = ("_open_set_labels.png", "_open_set.png")  # with AnnotateOptions.open_set
+INSTANCES_SUFFIX = "_instances.json"  # with AnnotateOptions.instances (COCO format)
 JPEG_QUALITY = 92
 FRAME_DIGITS = 6  # video frame file names: 000000, 000001, ...
 
 
 @dataclass(frozen=True)
+class InstanceOptions:
+    """Anomaly instances per frame (`Prediction.instances`): method, score threshold, smallest
+    area in pixels, confidence (mean / max score inside), file format (coco: a JSON per frame
+    beside the pictures; oodis: only the OoDIS submission files)."""
+
+    method: InstanceMethod
+    threshold: float
+    min_area: int = MIN_AREA
+    confidence: Confidence = "mean"
+    format: str = "coco"
+
+
+@dataclass(frozen=True)
 class AnnotateOptions:
     """threshold: contour level of the anomaly score (None: no contours); batch_size: frames
-    predicted together."""
+    predicted together; open_set: the score above which pixels are unknown (None: no open-set
+    outputs), unknown_label their label; display: the score's display range (pictures)."""
 
     threshold: float | None = None
     batch_size: int = 1
     max_pixels: int | None = None  # larger images are skipped with a warning
+    open_set: float | None = None
+    unknown_label: int = IGNORE_INDEX
+    display: tuple[float, float] = (0.0, 1.0)
+    instances: InstanceOptions | None = None
 
 
-def frame_outputs(out_dir: Path, name: str) -> dict[str, Path]:
+def frame_outputs(
+    out_dir: Path, name: str, open_set: bool = False, instances: bool = False
+) -> dict[str, Path]:
     """Output files of one frame, keyed by suffix."""
-    return {suffix: out_dir / f"{name}{suffix}" for suffix in OUTPUT_SUFFIXES}
+    suffixes = OUTPUT_SUFFIXES + (OPEN_SET_SUFFIXES if open_set else ())
+    suffixes += (INSTANCES_SUFFIX,) if instances else ()
+    return {suffix: out_dir / f"{name}{suffix}" for suffix in suffixes}
+
+
+def frame_instances(prediction: Prediction, options: InstanceOptions) -> list:
+    return prediction.instances(options.method, options.threshold, min_area=options.min_area,
+                                confidence=options.confidence)  # fmt: skip
+
+
+def write_instances_json(
+    path: Path, name: str, instances: list, size: tuple[int, ...], options: InstanceOptions
+) -> None:
+    """The frame's instances as COCO results (`Instance.to_coco`) with how they were made."""
+    write_json_atomic(path, {
+        "image": name, "height": int(size[0]), "width": int(size[1]),
+        "method": options.method, "threshold": options.threshold,
+        "min_area": options.min_area, "confidence": options.confidence,
+        "instances": [instance.to_coco(i) for i, instance in enumerate(instances)],
+    })  # fmt: skip
 
 
 def write_frame(
-    out_dir: Path, name: str, image: np.ndarray, prediction: Prediction, threshold: float | None
+    out_dir: Path,
+    name: str,
+    image: np.ndarray,
+    prediction: Prediction,
+    options: AnnotateOptions,
 ) -> tuple[np.ndarray, list[Path]]:
-    """Write one frame's five files; returns the overlay uint8 [H, W, 3] and the files."""
-    paths = frame_outputs(out_dir, name)
+    """Write one frame's files; returns the overlay uint8 [H, W, 3] and the files."""
+    paths = frame_outputs(out_dir, name, options.open_set is not None,
+                          options.instances is not None)  # fmt: skip
     score = prediction.anomaly_score
-    overlay = heat_overlay(image, score, threshold=threshold)
+    shown = to_display(score, options.display)
+    threshold, (low, high) = options.threshold, options.display
+    if threshold is not None and (low, high) != (0.0, 1.0):
+        threshold = (threshold - low) / (high - low)
+    overlay = heat_overlay(image, shown, threshold=threshold)
+    if options.instances is not None:
+        instances = frame_instances(prediction, options.instances)
+        overlay = draw_instances(overlay, instances)
+        write_instances_json(paths[INSTANCES_SUFFIX], name, instances, image.shape,
+                             options.instances)  # fmt: skip
     semantic = colorize_semantic(prediction.semantic)
     save_npy_atomic(paths["_anomaly.npy"], score.astype(np.float16))
-    save_image_atomic(paths["_anomaly.png"], anomaly_to_png16(score))
+    save_image_atomic(paths["_anomaly.png"], anomaly_to_png16(shown))
     save_image_atomic(paths["_semantic.png"], semantic)
     save_image_atomic(paths["_overlay.jpg"], overlay, quality=JPEG_QUALITY)
-    panel = prediction_panel(image, overlay, semantic)
+    open_set = None
+    if options.open_set is not None:
+        labels = prediction.open_set(options.open_set, unknown=options.unknown_label)
+        open_set = colorize_semantic(labels, unknown=options.unknown_label)
+        save_image_atomic(paths["_open_set_labels.png"], labels)
+        save_image_atomic(paths["_open_set.png"], open_set)
+    panel = prediction_panel(image, overlay, semantic, open_set)
     save_image_atomic(paths["_panel.jpg"], panel, quality=JPEG_QUALITY)
     return overlay, list(paths.values())
 
@@ -109,17 +195,28 @@ def annotate_images(
         if not loaded:
             continue
         try:
-            predictions = predictor.predict_batch([image for _, image in loaded])
+            predictions = predictor.predict_batch(
+                [image for _, image in loaded], return_query_masks=_queries(options)
+            )
         except UserError as error:
             on_error(f"{', '.join(str(item.path) for item, _ in loaded)}: {error}")
             predictions = []
         for (item, image), prediction in zip(loaded, predictions):
-            _, files = write_frame(out.root, item.name, image, prediction, options.threshold)
+            if options.instances is not None and options.instances.format == "oodis":
+                instances = frame_instances(prediction, options.instances)
+                files = write_oodis_frame(out.root, oodis_stem(item.name), instances,
+                                          image.shape[:2])  # fmt: skip
+            else:
+                _, files = write_frame(out.root, item.name, image, prediction, options)
             out.mark_done(item.name, signatures[item.name], files)
             done += 1
         for _ in loaded:
             on_frame()
     return done
+
+
+def _queries(options: AnnotateOptions) -> bool:
+    return options.instances is not None and options.instances.method == "queries"
 
 
 def annotated_video_path(out_dir: Path, name: str) -> Path:
@@ -157,10 +254,14 @@ def annotate_video(
             for batch in _batches(numbered, options.batch_size):
                 keys = {n: f"{item.name}/{n}" for n, _ in batch}
                 todo = [(n, f) for n, f in batch if not out.is_done(keys[n], signature)]
-                predictions = predictor.predict_batch([f for _, f in todo]) if todo else []
+                predictions = (
+                    predictor.predict_batch([f for _, f in todo],
+                                            return_query_masks=_queries(options))
+                    if todo else []
+                )  # fmt: skip
                 overlays = {}
                 for (n, f), p in zip(todo, predictions):
-                    overlays[n], files = write_frame(frames_dir, n, f, p, options.threshold)
+                    overlays[n], files = write_frame(frames_dir, n, f, p, options)
                     out.mark_done(keys[n], signature, files)
                 for frame_name, _ in batch:
                     overlay = overlays.get(frame_name)

@@ -1,14 +1,21 @@
-"""Pictures of a prediction: Cityscapes-coloured semantic map, anomaly heat-map overlay with
-contours at a threshold, a side-by-side panel, and the 16-bit PNG encoding of an anomaly map.
+"""Pictures of a prediction: Cityscapes-coloured semantic map (and open-set map, unknown in
+white), anomaly heat-map overlay with contours at a threshold, a side-by-side panel, and the
+16-bit PNG encoding of an anomaly map; anomaly instances drawn as contours, boxes and
+confidences.
 
 Heat maps use a fixed scale (anomaly score 0 -> transparent, 1 -> full colour) rather than each
-frame's own range, so that frames of a video and different images compare directly.
+frame's own range, so that frames of a video and different images compare directly; scores
+other than Eq. 2 are first mapped to it by their display range (`to_display`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ..evaluation.instances import Instance
 
 # Colours of the 19 Cityscapes train IDs (road, sidewalk, building, wall, fence, pole, traffic
 # light, traffic sign, vegetation, terrain, sky, person, rider, car, truck, bus, train,
@@ -41,15 +48,21 @@ CITYSCAPES_PALETTE = np.array(
 HEAT_STOPS = np.array([0.0, 0.35, 0.7, 1.0])
 HEAT_COLORS = np.array([(20, 20, 120), (220, 30, 30), (255, 220, 0), (255, 255, 255)], float)
 CONTOUR_COLOR = (0, 255, 0)
+INSTANCE_COLOR = (0, 255, 255)  # contours of anomaly instances
+BOX_COLOR = (255, 0, 255)  # their boxes and confidences
+UNKNOWN_COLOR = (255, 255, 255)  # the "unknown" class of open-set maps: no Cityscapes colour
 PNG16_MAX = 65535  # 16-bit PNG value of anomaly score 1.0
 PANEL_TILE_WIDTH = 1024  # panel tiles wider than this are scaled down
 LABEL_HEIGHT = 18  # pixels of the caption strip above each panel tile
 
 
-def colorize_semantic(semantic: np.ndarray) -> np.ndarray:
-    """Train IDs uint8 [H, W] -> Cityscapes colours uint8 [H, W, 3] (unknown IDs black)."""
+def colorize_semantic(semantic: np.ndarray, unknown: int | None = None) -> np.ndarray:
+    """Train IDs uint8 [H, W] -> Cityscapes colours uint8 [H, W, 3] (other IDs black; the
+    open-set label `unknown`, when given, white)."""
     palette = np.zeros((256, 3), np.uint8)
     palette[: len(CITYSCAPES_PALETTE)] = CITYSCAPES_PALETTE
+    if unknown is not None:
+        palette[unknown] = UNKNOWN_COLOR
     return palette[semantic.astype(np.uint8)]
 
 
@@ -97,6 +110,24 @@ def heat_overlay(
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+def draw_instances(picture: np.ndarray, instances: Sequence[Instance]) -> np.ndarray:
+    """uint8 [H, W, 3] with each instance's contour, box and confidence drawn on it."""
+    out = picture.copy()
+    width = max(1, round(max(picture.shape[:2]) / 512))
+    for instance in instances:
+        edge = mask_boundary(np.pad(instance.crop, 1), width)[1:-1, 1:-1]
+        out[instance.rows, instance.cols][edge] = INSTANCE_COLOR
+    canvas = Image.fromarray(out)
+    draw = ImageDraw.Draw(canvas)
+    for instance in instances:
+        x, y, w, h = instance.box
+        draw.rectangle((x, y, x + w - 1, y + h - 1), outline=BOX_COLOR, width=width)
+        text = f"{instance.confidence:.2f}"
+        draw.text((x + 2, max(0, y - 12)), text, fill=BOX_COLOR, stroke_width=1,
+                  stroke_fill="black")  # fmt: skip
+    return np.asarray(canvas)
+
+
 def side_by_side(tiles: list[tuple[str, np.ndarray]]) -> np.ndarray:
     """Captioned tiles uint8 [H, W, 3] of one size, left to right -> uint8 panel.
 
@@ -117,10 +148,25 @@ def side_by_side(tiles: list[tuple[str, np.ndarray]]) -> np.ndarray:
 
 
 def prediction_panel(
-    image: np.ndarray, overlay: np.ndarray, semantic_colors: np.ndarray
+    image: np.ndarray,
+    overlay: np.ndarray,
+    semantic_colors: np.ndarray,
+    open_set_colors: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Input | anomaly heat map | semantic map, captioned (uint8 [h + caption, 3 * w, 3])."""
-    return side_by_side([("input", image), ("anomaly", overlay), ("semantic", semantic_colors)])
+    """Input | anomaly heat map | semantic map [| open-set map], captioned (uint8)."""
+    tiles = [("input", image), ("anomaly", overlay), ("semantic", semantic_colors)]
+    if open_set_colors is not None:
+        tiles.append(("open set (white: unknown)", open_set_colors))
+    return side_by_side(tiles)
+
+
+def to_display(score: np.ndarray, display: tuple[float, float]) -> np.ndarray:
+    """A score map in the [0, 1] scale of the pictures: (score - low) / (high - low) for its
+    display range (`scoring.scores.display_range`; Eq. 2's is [0, 1], kept as is)."""
+    low, high = display
+    if (low, high) == (0.0, 1.0):
+        return score
+    return ((score.astype(np.float64) - low) / (high - low)).astype(np.float32)
 
 
 def anomaly_to_png16(score: np.ndarray) -> np.ndarray:

@@ -9,26 +9,41 @@ switchable through InferenceConfig and ScoringConfig.
 
 The upsampled mask probabilities are never held for all queries at full size: they are computed
 in bands of rows (bitwise the rows of the full upsampling), each band reduced at once to the
-semantic probabilities and the refinement channels. `Predictor.timer` holds the seconds spent
-per stage.
+semantic probabilities and the refinement channels (`bands.py`). `Predictor.timer` holds the
+seconds spent per stage.
+
+Several anomaly scores (`scoring/scores.py`) come from the same forward: the evidence they are
+made of (the semantic probabilities, and where asked the no-object and EAM inlier masses) is
+upsampled and resized back like the semantic probabilities, each score is computed from it per
+view, refined, and flip-averaged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from ..config import Config, InferenceConfig, ScoringConfig
+from ..config import DEFAULT_SCORE, Config, InferenceConfig, ScoringConfig
 from ..errors import UserError
 from ..model import ModelOutput
+from ..model.deformable_attention import compiled_sampling
 from ..scoring import refine, refinement_map, refinement_queries
+from ..scoring.scores import check_scores, refined
+from .bands import (
+    ROW_BAND,
+    ViewBands,
+    ViewResult,
+    resize_maps,
+    scores_in_bands,
+    upsampled_rows,
+)
+from .prediction import Prediction
+from .query_masks import query_masks
 from .runtime import (
     StageTimer,
     network_for,
@@ -37,8 +52,7 @@ from .runtime import (
     tune_allocator,
 )
 
-ROW_BAND = 64  # rows of the padded input whose mask probabilities are computed at once
-MASK_STRIDE = 4  # mask logits are at 1/4 of the padded input
+__all__ = ["Network", "Prediction", "Predictor", "as_rgb_array", "resized_shape", "upsampled_rows"]
 
 
 class Network(Protocol):
@@ -51,32 +65,6 @@ class Network(Protocol):
     def preprocess(self, images: list[torch.Tensor]) -> torch.Tensor: ...
 
     def infer(self, images: torch.Tensor) -> ModelOutput: ...
-
-
-class ViewResult(NamedTuple):
-    """One view (image or its flip) at the original size: anomaly [H, W], refinement keep mask
-    (1 kept, 0 zeroed), semantic labels [H, W] (train IDs), semantic probabilities [K, H, W]
-    when asked for."""
-
-    anomaly: torch.Tensor
-    keep: torch.Tensor
-    labels: torch.Tensor
-    semantic: torch.Tensor | None
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """anomaly_score: float32 [H, W] (refined when refinement is on; higher = more anomalous);
-    anomaly_score_unrefined: float32 [H, W]; semantic: uint8 [H, W] train IDs (unflipped view);
-    refinement_keep: float32 [H, W], the refinement mask averaged over the views (1 = score kept
-    in every view, 0 = zeroed in every view); semantic_probs: float32 [K, H, W] of the unflipped
-    view, only when asked for."""
-
-    anomaly_score: np.ndarray
-    anomaly_score_unrefined: np.ndarray
-    semantic: np.ndarray
-    refinement_keep: np.ndarray
-    semantic_probs: np.ndarray | None = None
 
 
 def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
@@ -113,6 +101,8 @@ class Predictor:
         scoring, inference: refinement and pre-/post-processing settings.
         batch_size: views (images or their flips) of equal size run in one forward (default:
             1 on CPU, where a batch is no faster and needs more memory, else 2).
+        scores: the anomaly scores to compute (names in `scoring.scores.SCORE_NAMES`), all
+            from each view's one forward; the first is `Prediction.anomaly_score`.
     """
 
     def __init__(
@@ -122,7 +112,9 @@ class Predictor:
         scoring: ScoringConfig | None = None,
         inference: InferenceConfig | None = None,
         batch_size: int | None = None,
+        scores: Sequence[str] = (DEFAULT_SCORE,),
     ) -> None:
+        self.scores = check_scores(scores)
         model.eval()
         self.model = model
         self.scoring = scoring or ScoringConfig()
@@ -135,24 +127,36 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, *, device: str | torch.device = "cpu", overrides: Sequence[str] = ()
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        overrides: Sequence[str] = (),
+        scores: Sequence[str] = (DEFAULT_SCORE,),
     ) -> Predictor:
         """Load a native checkpoint; `overrides` such as "scoring.refinement=none" apply."""
         from ..checkpoint import load_checkpoint_config, load_model
 
+        check_scores(scores)
         cfg: Config = load_checkpoint_config(path, overrides)
         model = load_model(path, device=device)
-        return cls(model, scoring=cfg.scoring, inference=cfg.inference)
+        return cls(model, scoring=cfg.scoring, inference=cfg.inference, scores=scores)
 
     @property
     def device(self) -> torch.device:
         return self.model.pixel_mean.device
 
     def predict(
-        self, image: np.ndarray | torch.Tensor | Image.Image, *, return_semantic_probs: bool = False
+        self,
+        image: np.ndarray | torch.Tensor | Image.Image,
+        *,
+        return_semantic_probs: bool = False,
+        return_query_masks: bool = False,
     ) -> Prediction:
-        """One RGB image -> Prediction at its size."""
-        return self.predict_batch([image], return_semantic_probs=return_semantic_probs)[0]
+        """One RGB image -> Prediction at its size (with `return_query_masks`, the unflipped
+        view's binarised query masks, for `Prediction.instances("queries", ...)`)."""
+        return self.predict_batch([image], return_semantic_probs=return_semantic_probs,
+                                  return_query_masks=return_query_masks)[0]  # fmt: skip
 
     @torch.no_grad()
     def predict_batch(
@@ -160,6 +164,7 @@ class Predictor:
         images: Sequence[np.ndarray | torch.Tensor | Image.Image],
         *,
         return_semantic_probs: bool = False,
+        return_query_masks: bool = False,
     ) -> list[Prediction]:
         """Images of any sizes -> one Prediction each (views of equal size share forwards)."""
         arrays = [as_rgb_array(im, f"image {i}") for i, im in enumerate(images)]
@@ -184,6 +189,7 @@ class Predictor:
                         inputs[view].shape[-2:],
                         arrays[view[0]].shape[:2],
                         keep_semantic=return_semantic_probs and not view[1],
+                        keep_queries=return_query_masks and not view[1],
                     )
         with self.timer.stage("flip average"):
             return [self._combine(results, i, return_semantic_probs) for i in range(len(arrays))]
@@ -192,7 +198,10 @@ class Predictor:
         """Normalise, pad and run the network on equal-size views."""
         with self.timer.stage("network"), self.timer.hooks(self.network):
             batch = self.network.preprocess(images)
-            with precision_context(self.inference.precision, self.device):
+            with (
+                precision_context(self.inference.precision, self.device),
+                compiled_sampling(self.inference.compile),
+            ):
                 output = self.network.infer(batch)
             release_memory()
             return output, batch.shape[-2:]
@@ -216,11 +225,12 @@ class Predictor:
         input_size: torch.Size,
         size: tuple[int, int],
         keep_semantic: bool,
+        keep_queries: bool = False,
     ) -> ViewResult:
         """One view's maps at the original size.
 
         Mask logits are upsampled to the padded input size, cropped to the input, and the
-        semantic / refinement channels resized to the original size, as the official code does
+        evidence / refinement channels resized to the original size, as the official code does
         (in bands of rows: see the module docstring). Without resizing, each band is scored at
         once and the semantic probabilities are kept only when `keep_semantic`.
         """
@@ -231,61 +241,65 @@ class Predictor:
         indices, scores = refinement_queries(
             class_logits, scoring.refinement, scoring.refine_class_threshold
         )
-        class_probs = class_logits.softmax(-1)[:, :-1]  # [Q, K]
-        full = resized or keep_semantic
-        semantic = class_logits.new_empty((class_probs.shape[1], height, width) if full else (0,))
-        anomaly = class_logits.new_empty(height, width)
-        labels = torch.empty(height, width, dtype=torch.uint8, device=class_logits.device)
-        kept = class_logits.new_empty((len(indices), height, width) if resized else (0,))
-        refine_map = class_logits.new_empty(height, width) if len(indices) else None
+        bands = ViewBands.allocate(
+            class_logits, self.scores, (indices, scores), (height, width), resized, keep_semantic
+        )
         with self.timer.stage("mask upsampling + semantic"):
             for top in range(0, height, ROW_BAND):
                 bottom = min(top + ROW_BAND, height)
                 probs = upsampled_rows(mask_logits, top, bottom, padded)[:, :, :width].sigmoid()
-                band = torch.einsum("qk,qhw->khw", class_probs, probs)
-                if full:
-                    semantic[:, top:bottom] = band
-                if not resized:
-                    best, labels[top:bottom] = band.max(0)
-                    anomaly[top:bottom] = 1.0 - best
-                if len(indices):
-                    channels = scores[:, None, None] * probs[indices]
-                    if resized:
-                        kept[:, top:bottom] = channels
-                    else:
-                        assert refine_map is not None
-                        refine_map[top:bottom] = channels.amax(0)
+                bands.fill(top, bottom, probs, self.scores)
+        semantic, labels, maps, refine_map = bands.semantic, bands.labels, bands.maps, None
         if resized:
             with self.timer.stage("resize back"):
-                semantic = _resize(semantic, size)
-                best, labels = semantic.max(0)
-                anomaly = 1.0 - best
+                semantic = resize_maps(semantic, size)
+                labels = semantic.max(0).indices
+                extra = resize_maps(bands.extra, size) if len(bands.extras) else bands.extra
+                maps = scores_in_bands(semantic, bands.extras, extra, self.scores)
                 if len(indices):
-                    resize = lambda maps: _resize(maps, size)  # noqa: E731
-                    refine_map = refinement_map(torch.ones_like(scores), kept, resize=resize)
+                    resize = lambda maps: resize_maps(maps, size)  # noqa: E731
+                    refine_map = refinement_map(torch.ones_like(scores), bands.kept, resize=resize)
+        elif len(indices):
+            refine_map = bands.kept
         with self.timer.stage("refinement"):
-            keep = refine(torch.ones_like(anomaly), refine_map, scoring.refine_mask_threshold)
+            keep = refine(class_logits.new_ones(size), refine_map, scoring.refine_mask_threshold)
+        num_queries, num_classes = bands.class_probs.shape
+        masks = query_masks(mask_logits, padded, (height, width), size) if keep_queries else None
         return ViewResult(
-            anomaly, keep, labels.to(torch.uint8), semantic if keep_semantic else None
-        )
+            maps, keep, labels.to(torch.uint8), semantic if keep_semantic else None,
+            num_classes, num_queries, masks,
+        )  # fmt: skip
 
     def _combine(
         self, results: dict[tuple[int, bool], ViewResult], index: int, return_semantic_probs: bool
     ) -> Prediction:
-        """Average the unflipped view with the flipped one, flipped back (official TTA); the
-        semantic map is the unflipped view's."""
+        """Average the unflipped view with the flipped one, flipped back (official TTA), each
+        view refined first (`scoring.scores.refined`); the semantic map is the unflipped
+        view's."""
         view = results[(index, False)]
-        anomaly, keep = view.anomaly, view.keep
-        if self.inference.flip:
-            other = results[(index, True)]
-            anomaly = (anomaly + other.anomaly.flip(-1)) / 2
-            refined = (view.anomaly * view.keep + (other.anomaly * other.keep).flip(-1)) / 2
+        other = results[(index, True)] if self.inference.flip else None
+        keep = view.keep
+        maps: dict[str, torch.Tensor] = {}
+        unrefined: dict[str, torch.Tensor] = {}
+        for name in self.scores:
+            score = view.maps[name]
+            if other is None:
+                unrefined[name] = score
+                maps[name] = refined(name, score, view.keep)
+            else:
+                unrefined[name] = (score + other.maps[name].flip(-1)) / 2
+                maps[name] = (
+                    refined(name, score, view.keep)
+                    + refined(name, other.maps[name], other.keep).flip(-1)
+                ) / 2
+        if other is not None:
             keep = (keep + other.keep.flip(-1)) / 2
-        else:
-            refined = anomaly * keep
+        first = self.scores[0]
+        maps_np = {name: value.cpu().numpy() for name, value in maps.items()}
+        unrefined_np = {name: value.cpu().numpy() for name, value in unrefined.items()}
         return Prediction(
-            anomaly_score=refined.cpu().numpy(),
-            anomaly_score_unrefined=anomaly.cpu().numpy(),
+            anomaly_score=maps_np[first],
+            anomaly_score_unrefined=unrefined_np[first],
             semantic=view.labels.cpu().numpy(),
             refinement_keep=keep.cpu().numpy(),
             semantic_probs=(
@@ -293,31 +307,10 @@ class Predictor:
                 if return_semantic_probs and view.semantic is not None
                 else None
             ),
+            maps=maps_np,
+            maps_unrefined=unrefined_np,
+            score=first,
+            num_classes=int(view.num_classes),
+            num_queries=int(view.num_queries),
+            query_masks=None if view.query_masks is None else view.query_masks.cpu().numpy(),
         )
-
-
-def _resize(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """[C, h, w] -> [C, H, W] bilinear (align_corners=False), unless already that size."""
-    if tuple(maps.shape[-2:]) == size:
-        return maps
-    return F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
-
-
-def upsampled_rows(
-    mask_logits: torch.Tensor, top: int, bottom: int, padded: torch.Size | tuple[int, int]
-) -> torch.Tensor:
-    """Rows [top, bottom) of `F.interpolate(mask_logits, size=padded, mode="bilinear")`
-    ([Q, bottom - top, W_padded]), bitwise: the band's source rows with one row of margin on
-    each side are upsampled by the same exact factor, so every kept row sees the same source
-    rows and weights as in the full upsampling."""
-    rows = mask_logits.shape[-2]
-    first = max(0, top // MASK_STRIDE - 1)
-    last = min(rows, (bottom - 1) // MASK_STRIDE + 2)
-    band = F.interpolate(
-        mask_logits[None, :, first:last],
-        size=((last - first) * MASK_STRIDE, int(padded[1])),
-        mode="bilinear",
-        align_corners=False,
-    )[0]
-    offset = first * MASK_STRIDE
-    return band[:, top - offset : bottom - offset]

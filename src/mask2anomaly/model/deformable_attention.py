@@ -16,11 +16,15 @@ Queries are processed in chunks, so the memory stays bounded at large resolution
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import UserError
 
 # Sampled values held at once: chunk queries so that one level's samples (B*heads, head_dim,
 # queries, points) stay below this many elements (~64 MB of float32).
@@ -150,6 +154,73 @@ def value_table(value: torch.Tensor, spatial_shapes: list[tuple[int, int]]) -> V
     )
 
 
+def bilinear_corners(
+    pixels: torch.Tensor,
+    weights: torch.Tensor,
+    sizes: torch.Tensor,
+    widths: torch.Tensor,
+    starts: torch.Tensor,
+    first_rows: torch.Tensor,
+    corners: torch.Tensor,
+    heads: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Table rows and weights of the four bilinear corners of every sampling point.
+
+    Args:
+        pixels: padded pixel coordinates [B, q, M, L, P, 2] (`padded_pixels`).
+        weights: attention weights [B, q, M, L, P].
+        sizes, widths, starts, first_rows, corners, heads: the ValueTable's fields.
+
+    Returns:
+        int32 row indices and float32 weights (attention x bilinear), both [B, q, M, L*P*4].
+    """
+    # clamped to [0, size + 1]: both corners stay in the padded map (maximum / minimum, not
+    # clamp, so that torch.compile takes it whole)
+    pixels = torch.maximum(torch.minimum(pixels, (sizes + 1)[:, None, :]), sizes.new_zeros(()))
+    base = pixels.floor()
+    fraction = pixels - base
+    base = base.to(torch.int32)
+    top_left = (starts[:, None] + base[..., 1] * widths[:, None] + base[..., 0]) * heads
+    index = ((top_left + first_rows)[..., None] + corners[:, None, :]).flatten(3)
+    fx, fy = fraction[..., 0], fraction[..., 1]
+    upper, lower = weights * (1 - fy), weights * fy
+    gx = 1 - fx
+    bilinear = torch.stack([gx * upper, fx * upper, gx * lower, fx * lower], -1).flatten(3)
+    return index, bilinear.float()
+
+
+class _Corners:
+    """The implementation of `bilinear_corners` that `sample_values` calls: eager, or its
+    torch.compile form (one fused loop instead of a dozen passes over the points; bitwise the
+    same numbers) inside `compiled_sampling()`."""
+
+    eager = staticmethod(bilinear_corners)
+    compiled: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+    active: Callable[..., tuple[torch.Tensor, torch.Tensor]] = eager
+
+
+@contextmanager
+def compiled_sampling(enabled: bool = True) -> Iterator[None]:
+    """Within: `sample_values` computes its corners with the compiled kernel (compiled on the
+    first call for each shape, which takes seconds; needs a C compiler)."""
+    if not enabled:
+        yield
+        return
+    if _Corners.compiled is None:
+        _Corners.compiled = torch.compile(bilinear_corners, dynamic=False)
+    before, _Corners.active = _Corners.active, _Corners.compiled
+    try:
+        yield
+    except torch._dynamo.exc.BackendCompilerFailed as error:
+        first = (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise UserError(
+            f"inference.compile: torch.compile failed ({first}); is a C compiler installed? "
+            "Run without it: --set inference.compile=false"
+        ) from None
+    finally:
+        _Corners.active = before
+
+
 def sample_values(
     table: ValueTable, sampling_pixels: torch.Tensor, attention_weights: torch.Tensor
 ) -> torch.Tensor:
@@ -158,31 +229,25 @@ def sample_values(
     queries."""
     batch, num_queries = sampling_pixels.shape[:2]
     heads, head_dim = table.heads, table.rows.shape[1]
-    sizes, widths, heads = table.sizes, table.widths, table.heads
     out = table.rows.new_empty(batch, num_queries, heads, head_dim)
-    zero = sizes.new_zeros(())
     corners_per_query = batch * heads * sampling_pixels.shape[3] * sampling_pixels.shape[4]
     chunk = max(1, MAX_SAMPLED_ELEMENTS // (corners_per_query * 4))
     for start in range(0, num_queries, chunk):
-        weights = attention_weights[:, start : start + chunk]  # [B, q, M, L, P]
-        # clamped to [0, size + 1]: both corners stay in the padded map
-        pixels = torch.clamp(
-            sampling_pixels[:, start : start + chunk], min=zero, max=(sizes + 1)[:, None, :]
+        index, bilinear = _Corners.active(
+            sampling_pixels[:, start : start + chunk],
+            attention_weights[:, start : start + chunk],
+            table.sizes,
+            table.widths,
+            table.starts,
+            table.first_rows,
+            table.corners,
+            heads,
         )
-        base = pixels.floor()
-        fraction = pixels - base
-        base = base.to(torch.int32)
-        top_left = (table.starts[:, None] + base[..., 1] * widths[:, None] + base[..., 0]) * heads
-        index = ((top_left + table.first_rows)[..., None] + table.corners[:, None, :]).flatten(3)
-        fx, fy = fraction[..., 0], fraction[..., 1]
-        upper, lower = weights * (1 - fy), weights * fy
-        gx = 1 - fx
-        bilinear = torch.stack([gx * upper, fx * upper, gx * lower, fx * lower], -1).flatten(3)
         size = index.shape[1]
         sampled = F.embedding_bag(
             index.reshape(-1, index.shape[-1]),
             table.rows,
-            per_sample_weights=bilinear.reshape(-1, index.shape[-1]).float(),
+            per_sample_weights=bilinear.reshape(-1, index.shape[-1]),
             mode="sum",
         )
         out[:, start : start + size] = sampled.view(batch, size, heads, head_dim)

@@ -1,6 +1,8 @@
 """The synthetic world's files in the real formats: Cityscapes images and labelIds /
-labelTrainIds / instanceIds, SMIYC anomaly- and obstacle-track frames with their 0/1/255 labels,
-Road Anomaly frames (0/2) and COCO images with an instances JSON (spec benchmarks.md A.4, C, E).
+labelTrainIds / instanceIds, SMIYC anomaly- and obstacle-track frames with their 0/1/255 labels
+and anomaly instance labels (instanceIds), Road Anomaly frames (0/2) and COCO images with an
+instances JSON (spec benchmarks.md A.4, C, E);
+the test frames also get their semantic labels (train IDs), for open-set metrics.
 Each writer returns the paths it wrote, every file written atomically.
 """
 
@@ -23,6 +25,8 @@ STREAMS = {"train": 1, "val": 2, "coco": 3, "anomaly": 4, "obstacle": 5, "road-a
 CITIES = {"train": ("synthburg", "pixelstadt", "raycity"), "val": ("valdorf",)}
 ROAD_LABEL_ID = 7  # Cityscapes road: the drivable area, the only non-void part of obstacle labels
 ROAD_ANOMALY_LABEL = 2  # Road Anomaly (Lis et al.) marks anomalies with 2, background 0 (spec C)
+INSTANCE_BASE = 26000  # anomaly instances: Cityscapes car (26) * 1000 + k, as OoDIS encodes them
+VOID_LABEL_ID = 0  # Cityscapes "unlabeled": void in instance evaluation
 JPEG_QUALITY = 92
 
 
@@ -83,6 +87,12 @@ def write_cityscapes(root: Path, split: str, index: int, scene: Scene) -> list[P
     return paths
 
 
+def semantic_label(scene: Scene) -> np.ndarray:
+    """[H, W] uint8 Cityscapes train IDs of a test frame (anomalies and void classes 255): the
+    known classes for open-set metrics, beside the anomaly label."""
+    return train_id_table()[scene.label_ids]
+
+
 def write_smiyc(root: Path, fid: str, scene: Scene, obstacle: bool) -> list[Path]:
     if obstacle:
         image_path, label = root / "images" / f"{fid}.webp", obstacle_track_label(scene)
@@ -92,7 +102,21 @@ def write_smiyc(root: Path, fid: str, scene: Scene, obstacle: bool) -> list[Path
         save_image(image_path, scene.image, "JPEG", quality=JPEG_QUALITY)
     label_path = root / "labels_masks" / f"{fid}_labels_semantic.png"
     save_image(label_path, label, "PNG")
-    return [image_path, label_path]
+    semantic_path = root / "labels_masks" / f"{fid}_labelTrainIds.png"
+    save_image(semantic_path, semantic_label(scene), "PNG")
+    instance_path = root / "labels_masks" / f"{fid}_instanceIds.png"
+    save_image(instance_path, instance_label(scene, label), "PNG")
+    return [image_path, label_path, semantic_path, instance_path]
+
+
+def instance_label(scene: Scene, label: np.ndarray) -> np.ndarray:
+    """[H, W] uint16 anomaly instances of a test frame in the Cityscapes instanceIds encoding
+    as OoDIS scores them: anomaly object k is 26000 + k (every anomaly a "car" instance), the
+    label's void 0 (unlabeled), everything else 7 (road: evaluated, not an instance)."""
+    ids = np.where(label == IGNORE_INDEX, VOID_LABEL_ID, ROAD_LABEL_ID).astype(np.uint16)
+    objects = scene.anomaly_ids[scene.anomaly_mask].astype(np.uint16)
+    ids[scene.anomaly_mask] = INSTANCE_BASE + objects
+    return ids
 
 
 def write_road_anomaly(root: Path, name: str, scene: Scene) -> list[Path]:
@@ -100,7 +124,9 @@ def write_road_anomaly(root: Path, name: str, scene: Scene) -> list[Path]:
     label_path = root / "frames" / f"{name}.labels" / "labels_semantic.png"
     save_image(image_path, scene.image, "JPEG", quality=JPEG_QUALITY)
     save_image(label_path, (scene.anomaly_mask * ROAD_ANOMALY_LABEL).astype(np.uint8), "PNG")
-    return [image_path, label_path]
+    semantic_path = root / "frames" / f"{name}.labels" / "labelTrainIds.png"
+    save_image(semantic_path, semantic_label(scene), "PNG")
+    return [image_path, label_path, semantic_path]
 
 
 def coco_kinds(num_outliers: int) -> list[str]:

@@ -8,7 +8,9 @@
     coco/train2017/<id:012d>.jpg, coco/annotations/instances_train2017.json
     dataset_AnomalyTrack/images/<fid>.jpg + labels_masks/<fid>_labels_semantic.png  (0/1/255)
     dataset_ObstacleTrack/images/<fid>.webp + labels_masks/<fid>_labels_semantic.png (0/1/255)
+        and labels_masks/<fid>_labelTrainIds.png (semantic train IDs, for open-set metrics)
     RoadAnomaly_jpg/frame_list.json, frames/<name>.jpg, frames/<name>.labels/labels_semantic.png
+        and frames/<name>.labels/labelTrainIds.png
     synthetic_world.json  (what was written; a re-run deletes files of the previous run it lists)
 
 Every file is derived from (seed, set, index) alone, so the same seed gives identical bytes.
@@ -41,7 +43,8 @@ from .formats import (
 from .scene import render_scene
 
 MANIFEST = "synthetic_world.json"
-GENERATOR_VERSION = 1  # bump when the same seed would write different files
+GENERATOR_VERSION = 3  # bump when the same seed would write different files (2: test
+# semantics, 3: anomaly instance labels)
 FOLDERS = ("cityscapes", "coco", "dataset_AnomalyTrack", "dataset_ObstacleTrack", "RoadAnomaly_jpg")
 Progress = Callable[[int], None]
 Job = Callable[[], Any]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from .config import Refinement
+from ..config import Refinement
 
 # Cityscapes train IDs of the "stuff" classes the refinement masks out, per variant.
 REFINE_CLASS_IDS: dict[str, tuple[int, ...]] = {
