@@ -5,6 +5,7 @@ and the command itself."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -28,6 +29,7 @@ from mask2anomaly.data.synthetic.scene import render_scene
 from mask2anomaly.inference.pictures import colorize_semantic, heat_overlay
 from mask2anomaly.inference.predictor import Predictor
 from mask2anomaly.model import build_model
+from mask2anomaly.scoring.scores import display_range
 
 pytest.importorskip("gradio", reason="the app needs the `app` extra")
 httpx = pytest.importorskip("httpx")
@@ -90,13 +92,15 @@ def scene(path: Path, seed: int, size: tuple[int, int] = (60, 100)) -> np.ndarra
 
 def analyse(client: Client, path: Path, **settings) -> dict:
     """The /analyse endpoint: its pictures as arrays, status line and downloads by suffix."""
-    anomaly, semantic, status, files = client.predict(
+    anomaly, semantic, open_set, table, status, files = client.predict(
         image=handle_file(str(path)), api_name="/analyse", **settings
     )
     files = {Path(f).name.split("_", 1)[1]: Path(f) for f in files or []}
     return {
         "anomaly": None if anomaly is None else np.asarray(Image.open(anomaly).convert("RGB")),
         "semantic": None if semantic is None else np.asarray(Image.open(semantic)),
+        "open_set": None if open_set is None else np.asarray(Image.open(open_set)),
+        "instances": (table or {}).get("data", []) if isinstance(table, dict) else table or [],
         "status": status,
         "files": files,
     }
@@ -112,7 +116,13 @@ def test_image_round_trip_equals_the_predictor(served, client, tmp_path):
     np.testing.assert_array_equal(result["semantic"], colorize_semantic(expected.semantic))
     overlay = heat_overlay(image, stored, threshold=0.4)
     np.testing.assert_array_equal(result["anomaly"], overlay)
-    assert set(result["files"]) == {"anomaly.npy", "overlay.png", "semantic.png", "panel.png"}
+    assert set(result["files"]) == {
+        "anomaly.npy", "overlay.png", "semantic.png", "open_set.png", "panel.png"
+    }  # fmt: skip
+    np.testing.assert_array_equal(  # pixels above the threshold are unknown (white)
+        result["open_set"], colorize_semantic(expected.open_set(0.4), unknown=255)
+    )
+    assert result["instances"] == []  # instances are off by default
     assert result["status"].startswith("prediction: ") and "100×60" in result["status"]
     unrefined = analyse(client, tmp_path / "road.png", refinement=False)
     unrefined_map = np.load(unrefined["files"]["anomaly.npy"])
@@ -149,6 +159,56 @@ def test_threshold_view_and_refinement_changes_do_not_run_the_model(served, clie
     assert all((a != b).any() for a, b in zip(outputs, outputs[1:]))  # each change shows
     analyse(client, tmp_path / "frame.png", flip=False)  # a prediction setting
     assert len(served.calls) == before + 3
+
+
+def test_scores_open_set_and_instances(served, client, tmp_path):
+    image = scene(tmp_path / "scene.png", 8)
+    reference = served.reference
+    rba = Predictor(reference.model, scoring=reference.scoring, inference=reference.inference,
+                    scores=("rba",)).predict(image, return_query_masks=True)  # fmt: skip
+    before = len(served.calls)
+    threshold = float(np.quantile(rba.anomaly_score, 0.9))  # the top tenth of the map
+    result = analyse(client, tmp_path / "scene.png", score="rba", threshold=threshold,
+                     instances="components")  # fmt: skip
+    assert len(served.calls) == before + 2 and "score rba" in result["status"]
+    np.testing.assert_allclose(np.load(result["files"]["anomaly.npy"]), rba.anomaly_score,
+                               atol=1e-6)  # fmt: skip
+    np.testing.assert_array_equal(
+        result["open_set"], colorize_semantic(rba.open_set(threshold), unknown=255)
+    )
+    expected = rba.instances("components", threshold)
+    assert len(expected) > 0 and f"{len(expected)} instances (components)" in result["status"]
+    assert [row[1:] for row in result["instances"]] == [
+        [inst.area, round(inst.confidence, 4), *inst.box] for inst in expected
+    ]
+    stored = json.loads(result["files"]["instances.json"].read_text())
+    assert [i["area"] for i in stored["instances"]] == [inst.area for inst in expected]
+    assert stored["score"] == "rba" and stored["threshold"] == threshold
+    # instances by query keep the query masks: a prediction setting; components are not
+    queries = analyse(client, tmp_path / "scene.png", score="rba", threshold=threshold,
+                      instances="queries")  # fmt: skip
+    assert len(served.calls) == before + 4
+    by_query = rba.instances("queries", threshold)
+    assert [row[1] for row in queries["instances"]] == [inst.area for inst in by_query]
+    hidden = analyse(client, tmp_path / "scene.png", score="rba", threshold=threshold,
+                     open_set=False)  # fmt: skip
+    assert hidden["open_set"] is None and "open_set.png" not in hidden["files"]
+    assert hidden["status"].startswith("cached prediction: ")
+    outside = analyse(client, tmp_path / "scene.png", score="mask2anomaly", threshold=3.0)
+    assert outside["status"].startswith("⚠ threshold 3.0 is outside the range of the "
+                                        "mask2anomaly score")  # fmt: skip
+
+
+def test_a_new_score_moves_the_slider_to_its_range_and_calibrated_threshold(checkpoint, tmp_path):
+    from mask2anomaly.app.page import PageHandlers
+
+    analyser = Analyser.from_checkpoint(checkpoint)
+    handlers = PageHandlers(analyser, tmp_path, None, {"mask2anomaly": 0.3, "energy": -1.5})
+    energy = handlers.threshold_slider("energy")
+    low, high = display_range("energy", analyser.num_classes)
+    assert (energy["minimum"], energy["maximum"]) == (low, high) and low < high
+    assert energy["value"] == min(max(-1.5, low), high)
+    assert handlers.threshold_slider("mask2anomaly")["value"] == 0.3
 
 
 def test_bad_upload_is_one_line_and_the_app_keeps_serving(served, client, tmp_path):

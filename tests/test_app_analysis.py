@@ -16,15 +16,22 @@ from mask2anomaly.app.analysis import (
     Analyser,
     AppSettings,
     calibration_threshold,
+    score_thresholds,
     view_picture,
 )
 from mask2anomaly.app.files import read_upload, write_downloads, write_examples
 from mask2anomaly.cli import main
 from mask2anomaly.config import load_config
 from mask2anomaly.errors import UserError
-from mask2anomaly.inference.pictures import colorize_semantic, heat_overlay
+from mask2anomaly.inference.pictures import (
+    CONTOUR_COLOR,
+    colorize_semantic,
+    heat_overlay,
+    mask_boundary,
+)
 from mask2anomaly.inference.predictor import Predictor
 from mask2anomaly.model import build_model
+from mask2anomaly.scoring.scores import display_range
 
 SMALL = ["inference.min_size=32", "inference.max_size=64"]
 
@@ -131,6 +138,13 @@ def test_settings_are_checked():
         AppSettings(view="x")
     assert AppSettings(flip=False).prediction_key != AppSettings().prediction_key
     assert AppSettings(threshold=0.1, view="mask").prediction_key == AppSettings().prediction_key
+    for wrong in ({"score": "max"}, {"instances": "boxes"}):
+        with pytest.raises(UserError, match=f"{next(iter(wrong))} must be one of"):
+            AppSettings(**wrong)
+    assert AppSettings(score="rba").prediction_key != AppSettings().prediction_key
+    assert AppSettings(instances="queries").prediction_key != AppSettings().prediction_key
+    same = AppSettings(open_set=False, instances="components")
+    assert same.prediction_key == AppSettings().prediction_key
 
 
 def test_calibration_files(tmp_path):
@@ -181,8 +195,13 @@ def test_downloads_hold_the_raw_map_and_the_pictures(parts, tmp_path):
     analysis = analyser.analyse(_image(5), AppSettings(threshold=0.3, view="mask"))
     files = write_downloads(analysis, tmp_path, "frame")
     assert {p.name for p in files.values()} == {
-        "frame_anomaly.npy", "frame_mask.png", "frame_semantic.png", "frame_panel.png"
+        "frame_anomaly.npy", "frame_mask.png", "frame_semantic.png", "frame_open_set.png",
+        "frame_panel.png",
     }  # fmt: skip
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(files["open_set"])),
+        colorize_semantic(analysis.prediction.open_set(0.3), unknown=255),
+    )
     stored = np.load(files["map"])
     assert stored.dtype == np.float32
     np.testing.assert_array_equal(stored, analysis.anomaly_map)
@@ -192,7 +211,72 @@ def test_downloads_hold_the_raw_map_and_the_pictures(parts, tmp_path):
     np.testing.assert_array_equal(
         np.asarray(Image.open(files["semantic"])), colorize_semantic(analysis.prediction.semantic)
     )
-    assert Image.open(files["panel"]).width == 3 * 70
+    assert Image.open(files["panel"]).width == 4 * 70  # input, anomaly, semantic, open set
+    plain = replace(analysis, settings=AppSettings(threshold=0.3, open_set=False))
+    assert "open_set" not in write_downloads(plain, tmp_path / "plain", "frame")
+
+
+def test_other_scores_are_drawn_in_their_display_range_with_contours_at_the_threshold(parts):
+    model, cfg = parts
+    image = _image(6, (48, 80))
+    analyser = Analyser(model, scoring=cfg.scoring, inference=cfg.inference)
+    calls = count_calls(model)
+    for name in ("energy", "rba", "msp"):
+        expected = Predictor(model, scoring=cfg.scoring, inference=cfg.inference,
+                             scores=(name,)).predict(image)  # fmt: skip
+        values = np.unique(expected.anomaly_score)
+        threshold = float(values[len(values) // 2] + values[len(values) // 2 + 1]) / 2
+        before = len(calls)
+        analysis = analyser.analyse(image, AppSettings(score=name, threshold=threshold))
+        assert len(calls) == before + 2  # a score is a prediction setting
+        np.testing.assert_allclose(analysis.anomaly_map, expected.anomaly_score, atol=1e-6)
+        picture = analysis.anomaly_picture()
+        contour = mask_boundary(expected.anomaly_score >= threshold, 1)
+        assert 0 < contour.mean() < 1
+        np.testing.assert_array_equal((picture == CONTOUR_COLOR).all(axis=-1), contour)
+        assert analyser.analyse(image, AppSettings(score=name, view="mask")).cached
+
+
+def test_instances_are_drawn_and_listed_without_running_the_model(parts):
+    model, cfg = parts
+    image = _image(7, (48, 80))
+    analyser = Analyser(model, scoring=cfg.scoring, inference=cfg.inference)
+    calls = count_calls(model)
+    base = analyser.analyse(image, AppSettings(threshold=0.5))
+    threshold = float(np.quantile(base.anomaly_map, 0.8))
+    found = analyser.analyse(image, AppSettings(threshold=threshold, instances="components"))
+    assert found.cached and len(calls) == 2
+    expected = base.prediction.instances("components", threshold)
+    assert len(expected) > 0
+    assert found.instance_rows() == [
+        [i + 1, inst.area, round(inst.confidence, 4), *inst.box] for i, inst in enumerate(expected)
+    ]
+    drawn = found.anomaly_picture()
+    assert (
+        drawn != replace(found, settings=AppSettings(threshold=threshold)).anomaly_picture()
+    ).any()
+    queries = analyser.analyse(image, AppSettings(threshold=threshold, instances="queries"))
+    assert not queries.cached and len(calls) == 4 and queries.prediction.query_masks is not None
+    assert [r[1] for r in queries.instance_rows()] == [
+        inst.area for inst in queries.prediction.instances("queries", threshold)
+    ]
+
+
+def test_score_thresholds_come_from_a_metrics_json(tmp_path):
+    metrics = {"results": [
+        {"dataset": "road-anomaly-21", "score": "rba",
+         "operating_points": {"tpr95": -3.0, "fpr5": -2.0, "best-f1": -2.5}},
+        {"dataset": "road-anomaly-21", "score": "msp",
+         "operating_points": {"tpr95": 0.9, "fpr5": 0.93, "best-f1": None}},
+    ]}  # fmt: skip
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    found = score_thresholds(19, 0.7, tmp_path / "metrics.json")
+    assert found["mask2anomaly"] == 0.7 and found["rba"] == -2.5
+    for name in ("msp", "energy"):  # no best-f1 point there: the middle of the display range
+        assert found[name] == sum(display_range(name, 19)) / 2
+    (tmp_path / "plain.json").write_text('{"threshold": 0.3}')
+    assert score_thresholds(19, 0.3, tmp_path / "plain.json")["eam"] == sum(
+        display_range("eam", 19)) / 2  # fmt: skip
 
 
 def test_examples_are_synthetic_frames_with_anomalies(tmp_path):

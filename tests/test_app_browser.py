@@ -35,6 +35,7 @@ from mask2anomaly.app.page import build_page, serve  # noqa: E402
 from mask2anomaly.checkpoint import save_checkpoint  # noqa: E402
 from mask2anomaly.config import load_config  # noqa: E402
 from mask2anomaly.model import build_model  # noqa: E402
+from mask2anomaly.scoring.scores import display_range  # noqa: E402
 from test_app import analyse, free_port, scene  # noqa: E402
 from test_app_analysis import count_calls  # noqa: E402
 
@@ -116,6 +117,22 @@ def test_browser_upload_slider_and_example(app, tmp_path):
             api = analyse(client, tmp_path / "street.png", threshold=threshold)["anomaly"]
             np.testing.assert_array_equal(moved, api)
             assert len(calls) == predicted  # the slider never ran the model
+
+            page.locator("#instances label", has_text="components").click()
+            status = _wait_for_status(page, "instances (components)")
+            assert status.startswith("cached prediction: ") and len(calls) == predicted
+            listed = analyse(client, tmp_path / "street.png", threshold=threshold,
+                             instances="components")["instances"]  # fmt: skip
+            assert f"{len(listed)} instances (components)" in status
+
+            page.locator("#score input").click()  # another score: its range, a new prediction
+            page.get_by_role("option", name="rba", exact=True).click()
+            status = _wait_for_status(page, "score rba")
+            low, high = display_range("rba", 19)
+            slider = page.locator("#threshold input[type=range]")
+            assert float(slider.get_attribute("min")) == pytest.approx(low)
+            assert float(slider.get_attribute("max")) == pytest.approx(high)
+            assert len(calls) == predicted + 2  # the image and its flip, with the rba score
 
             page.locator("#threshold input[type=range]").scroll_into_view_if_needed()
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)

@@ -6,13 +6,16 @@ settings fall in two groups. Those that change what the network computes (flip a
 `AppSettings.prediction_key`) run the model when that image has not been predicted with them;
 those that only change what is drawn (refinement on/off, threshold, view) reuse the cached
 `Prediction`, which holds the refined and the unrefined anomaly map, so moving the threshold
-never runs the model. New options plug in the same way: a score choice joins `prediction_key`
-and the `Predictor` built in `Analyser.predictor`; a new view joins `VIEWS` and `view_picture`;
-a new output (open-set map, instance table) becomes a property of `Analysis`.
+never runs the model. The anomaly score (`scoring/scores.py`) and whether the query masks are
+kept (instances by query) are prediction settings too: each joins `prediction_key` and the
+`Predictor` built in `Analyser.predictor`. The threshold is in the chosen score's own units;
+pictures map the score to the heat scale by its display range (as `predict` does). The open-set
+map and the instance table are drawn from the cached prediction at the threshold.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -26,18 +29,26 @@ from typing import Any
 
 import numpy as np
 
-from ..config import InferenceConfig, ScoringConfig
+from ..config import DEFAULT_SCORE, IGNORE_INDEX, InferenceConfig, ScoringConfig
 from ..errors import UserError
+from ..evaluation.instances import Instance
+from ..evaluation.operating_points import read_threshold
 from ..inference.pictures import (
     CONTOUR_COLOR,
     colorize_semantic,
+    draw_instances,
     heat_colors,
     heat_overlay,
     mask_boundary,
+    to_display,
 )
 from ..inference.predictor import Network, Prediction, Predictor, as_rgb_array
+from ..scoring.scores import SCORE_NAMES, display_range
 
 VIEWS = ("overlay", "heat map", "mask")  # how the anomaly map is drawn (see `view_picture`)
+INSTANCE_METHODS = ("off", "components", "queries")  # anomaly instances shown (see `Analysis`)
+INSTANCE_COLUMNS = ("instance", "area (px)", "confidence", "x", "y", "width", "height")
+CALIBRATION_POINT = "best-f1"  # the operating point other scores start at, from a metrics.json
 DEFAULT_THRESHOLD = 0.5
 CACHE_SIZE = 4  # predictions kept (about 26 MB each for a 1024x2048 image)
 MASK_COLOR = np.array((255, 40, 40), np.float32)
@@ -47,29 +58,47 @@ CALIBRATION_KEY = "threshold"  # a calibration file's own number: {"threshold": 
 @dataclass(frozen=True)
 class AppSettings:
     """refinement: show the refined anomaly map (else the unrefined one); flip: average with the
-    flipped image (a prediction setting); threshold: contour / mask level of the anomaly score;
-    view: one of VIEWS."""
+    flipped image (a prediction setting); threshold: contour / mask / open-set / instance level
+    of the anomaly score, in its units; view: one of VIEWS; score: one of SCORE_NAMES (a
+    prediction setting); open_set: draw the open-set map (pixels above the threshold unknown);
+    instances: one of INSTANCE_METHODS ("queries" keeps the query masks: a prediction setting)."""
 
     refinement: bool = True
     flip: bool = True
     threshold: float = DEFAULT_THRESHOLD
     view: str = "overlay"
+    score: str = DEFAULT_SCORE
+    open_set: bool = True
+    instances: str = "off"
 
     def __post_init__(self) -> None:
         if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold):
             raise UserError(f"threshold must be a finite number, got {self.threshold!r}")
-        if self.view not in VIEWS:
-            raise UserError(f"view must be one of {', '.join(VIEWS)}; got {self.view!r}")
+        for name, value, valid in (("view", self.view, VIEWS), ("score", self.score, SCORE_NAMES),
+                                   ("instances", self.instances, INSTANCE_METHODS)):  # fmt: skip
+            if value not in valid:
+                raise UserError(f"{name} must be one of {', '.join(valid)}; got {value!r}")
 
     @property
     def prediction_key(self) -> tuple[Any, ...]:
         """The settings that change what the network computes (the cache key's part)."""
-        return (bool(self.flip),)
+        return (bool(self.flip), self.score, self.instances == "queries")
 
 
 def anomaly_map(prediction: Prediction, refinement: bool) -> np.ndarray:
     """float32 [H, W]: the refined anomaly map, or the unrefined one."""
     return prediction.anomaly_score if refinement else prediction.anomaly_score_unrefined
+
+
+def anomaly_picture(image: np.ndarray, prediction: Prediction, settings: AppSettings) -> np.ndarray:
+    """The prediction's anomaly map (refined or not) drawn as the settings' view at their
+    threshold, in the heat scale of the score's display range (`pictures.to_display`)."""
+    low, high = display_range(prediction.score, prediction.num_classes)
+    shown = to_display(anomaly_map(prediction, settings.refinement), (low, high))
+    threshold = settings.threshold
+    if (low, high) != (0.0, 1.0):
+        threshold = (threshold - low) / (high - low)
+    return view_picture(image, shown, threshold, settings.view)
 
 
 def view_picture(image: np.ndarray, score: np.ndarray, threshold: float, view: str) -> np.ndarray:
@@ -108,20 +137,50 @@ class Analysis:
         return anomaly_map(self.prediction, self.settings.refinement)
 
     def anomaly_picture(self) -> np.ndarray:
-        s = self.settings
-        return view_picture(self.image, self.anomaly_map, s.threshold, s.view)
+        """The view of the anomaly map, with the instances' contours, boxes and confidences
+        when they are shown."""
+        picture = anomaly_picture(self.image, self.prediction, self.settings)
+        return draw_instances(picture, self.instances) if self.instances else picture
 
     def semantic_picture(self) -> np.ndarray:
         return colorize_semantic(self.prediction.semantic)
+
+    def open_set_picture(self) -> np.ndarray | None:
+        """The open-set map in Cityscapes colours, unknown (score > threshold) in white; None
+        when the settings do not show it."""
+        if not self.settings.open_set:
+            return None
+        labels = self.prediction.open_set(self.settings.threshold,
+                                          refined=self.settings.refinement)  # fmt: skip
+        return colorize_semantic(labels, unknown=IGNORE_INDEX)
+
+    @functools.cached_property
+    def instances(self) -> list[Instance]:
+        """The anomaly instances at the threshold (none when the settings show none), highest
+        confidence first (`Prediction.instances`)."""
+        s = self.settings
+        if s.instances == "off":
+            return []
+        return self.prediction.instances(s.instances, s.threshold,  # type: ignore[arg-type]
+                                         refined=s.refinement)  # fmt: skip
+
+    def instance_rows(self) -> list[list[Any]]:
+        """One row per instance, in INSTANCE_COLUMNS order."""
+        return [[i + 1, inst.area, round(inst.confidence, 4), *inst.box]
+                for i, inst in enumerate(self.instances)]  # fmt: skip
 
     def summary(self) -> str:
         s = self.settings
         height, width = self.image.shape[:2]
         above = float(np.mean(self.anomaly_map >= s.threshold))
         made = "cached prediction" if self.cached else "prediction"
+        found = (
+            "" if s.instances == "off" else f" · {len(self.instances)} instances ({s.instances})"
+        )
         return (
-            f"{made}: {self.seconds:.2f} s · {width}×{height} · flip {_on(s.flip)} · "
-            f"refinement {_on(s.refinement)} · {100 * above:.2f} % of pixels ≥ {s.threshold:g}"
+            f"{made}: {self.seconds:.2f} s · {width}×{height} · score {s.score} · flip "
+            f"{_on(s.flip)} · refinement {_on(s.refinement)} · {100 * above:.2f} % of pixels ≥ "
+            f"{s.threshold:g}{found}"
         )
 
 
@@ -174,8 +233,19 @@ class Analyser:
         key = settings.prediction_key
         if key not in self._predictors:
             inference = replace(self.inference, flip=bool(settings.flip))
-            self._predictors[key] = Predictor(self.model, scoring=self.scoring, inference=inference)
+            self._predictors[key] = Predictor(
+                self.model, scoring=self.scoring, inference=inference, scores=(settings.score,)
+            )
         return self._predictors[key]
+
+    @property
+    def num_classes(self) -> int:
+        """K of the model (19 for an exported network, which does not say)."""
+        return int(getattr(self.model, "num_classes", 19))
+
+    def _predict(self, image: np.ndarray, settings: AppSettings) -> Prediction:
+        queries = settings.instances == "queries"
+        return self.predictor(settings).predict(image, return_query_masks=queries)
 
     def analyse(self, image: Any, settings: AppSettings) -> Analysis:
         """An RGB image (uint8 [H, W, 3] array, PIL image) -> its Analysis; the model runs only
@@ -188,7 +258,7 @@ class Analyser:
             cached = self._cache.get(key)
             if cached is None:
                 start = time.perf_counter()
-                prediction = self.predictor(settings).predict(image)
+                prediction = self._predict(image, settings)
                 cached = (prediction, time.perf_counter() - start)
                 self._cache[key] = cached
                 while len(self._cache) > self.cache_size:
@@ -202,7 +272,7 @@ class Analyser:
     def predict_frame(self, frame: np.ndarray, settings: AppSettings) -> Prediction:
         """One video frame, not cached (frames are seen once)."""
         with self._lock:
-            return self.predictor(settings).predict(frame)
+            return self._predict(frame, settings)
 
 
 def calibration_threshold(path: str | Path) -> tuple[float, str]:
@@ -231,3 +301,41 @@ def calibration_threshold(path: str | Path) -> tuple[float, str]:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise UserError(f"{path}: threshold ({where}) is not a finite number: {value!r}")
     return float(value), where
+
+
+def score_thresholds(
+    num_classes: int, default: float, calibration: str | Path | None = None
+) -> dict[str, float]:
+    """The slider's starting threshold per score: `default` for Eq. 2 (from --threshold or
+    --calibration); for the other scores their CALIBRATION_POINT threshold in a `mask2anomaly
+    evaluate` metrics.json given as `calibration` (its first dataset holding that score), else
+    the middle of the score's display range."""
+    thresholds: dict[str, float] = {}
+    for name in SCORE_NAMES:
+        low, high = display_range(name, num_classes)
+        thresholds[name] = (low + high) / 2
+        if calibration is not None and name != DEFAULT_SCORE:
+            for dataset in _datasets_of(calibration, name):
+                try:
+                    thresholds[name] = read_threshold(calibration, name, CALIBRATION_POINT,
+                                                      dataset=dataset)  # fmt: skip
+                    break
+                except UserError:
+                    continue
+    thresholds[DEFAULT_SCORE] = default
+    return thresholds
+
+
+def _datasets_of(path: str | Path, score: str) -> list[str]:
+    """The datasets a metrics.json holds results of `score` for (none if it is not one)."""
+    try:
+        results = json.loads(Path(path).read_text()).get("results")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return []
+    if not isinstance(results, list):
+        return []
+    return [
+        str(r.get("dataset"))
+        for r in results
+        if isinstance(r, dict) and (r.get("score") or DEFAULT_SCORE) == score
+    ]

@@ -13,10 +13,12 @@ import numpy as np
 
 from ..data.synthetic.scene import render_scene
 from ..errors import UserError
+from ..evaluation.instances import MIN_AREA
 from ..fileio import save_image_atomic, save_npy_atomic
+from ..inference.annotate import write_instances_json
 from ..inference.media import VideoReader, VideoWriter, read_image
 from ..inference.pictures import prediction_panel
-from .analysis import Analyser, Analysis, AppSettings, anomaly_map, view_picture
+from .analysis import Analyser, Analysis, AppSettings, anomaly_picture
 
 KEEP_FOLDERS = 16  # request folders kept (the page has copied their files by then)
 PNG_OPTIONS = {"compress_level": 1}  # fast: pictures are re-encoded on every threshold change
@@ -61,18 +63,30 @@ class Scratch:
 def write_downloads(analysis: Analysis, folder: Path, stem: str) -> dict[str, Path]:
     """The analysis' files in `folder`: "map" the anomaly map as float32 .npy (refined or not,
     as its settings say), "anomaly" the picture of its view, "semantic" the Cityscapes-coloured
-    semantic map, "panel" input | anomaly | semantic (PNGs)."""
+    semantic map, "open_set" the open-set map (when shown), "instances" the instances as COCO
+    results with RLE masks (when shown), "panel" input | anomaly | semantic [| open set]."""
+    settings = analysis.settings
     files = {
         "map": folder / f"{stem}_anomaly.npy",
-        "anomaly": folder / f"{stem}_{analysis.settings.view.replace(' ', '_')}.png",
+        "anomaly": folder / f"{stem}_{settings.view.replace(' ', '_')}.png",
         "semantic": folder / f"{stem}_semantic.png",
-        "panel": folder / f"{stem}_panel.png",
     }
     anomaly, semantic = analysis.anomaly_picture(), analysis.semantic_picture()
+    open_set = analysis.open_set_picture()
     save_npy_atomic(files["map"], analysis.anomaly_map.astype(np.float32))
     save_image_atomic(files["anomaly"], anomaly, **PNG_OPTIONS)
     save_image_atomic(files["semantic"], semantic, **PNG_OPTIONS)
-    panel = prediction_panel(analysis.image, anomaly, semantic)
+    if open_set is not None:
+        files["open_set"] = folder / f"{stem}_open_set.png"
+        save_image_atomic(files["open_set"], open_set, **PNG_OPTIONS)
+    if settings.instances != "off":
+        files["instances"] = folder / f"{stem}_instances.json"
+        write_instances_json(files["instances"], stem, analysis.instances, analysis.image.shape,
+                             {"score": settings.score, "method": settings.instances,
+                              "threshold": settings.threshold, "min_area": MIN_AREA,
+                              "confidence": "mean"})  # fmt: skip
+    files["panel"] = folder / f"{stem}_panel.png"
+    panel = prediction_panel(analysis.image, anomaly, semantic, open_set)
     save_image_atomic(files["panel"], panel, **PNG_OPTIONS)
     return files
 
@@ -137,8 +151,7 @@ def _annotate_frames(
                 f"{max_pixels} (--max-pixels)"
             )
         prediction = analyser.predict_frame(frame, settings)
-        score = anomaly_map(prediction, settings.refinement)
-        writer.write(view_picture(frame, score, settings.threshold, settings.view))
+        writer.write(anomaly_picture(frame, prediction, settings))
         count += 1
         on_frame(count, reader.num_frames)
     return count

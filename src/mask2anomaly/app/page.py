@@ -19,9 +19,19 @@ from typing import Any
 
 import gradio as gr
 
+from ..config import DEFAULT_SCORE
 from ..errors import UserError
 from ..inference.media import DEFAULT_MAX_PIXELS
-from .analysis import DEFAULT_THRESHOLD, VIEWS, Analyser, AppSettings
+from ..scoring.scores import SCORE_NAMES, display_range
+from .analysis import (
+    DEFAULT_THRESHOLD,
+    INSTANCE_COLUMNS,
+    INSTANCE_METHODS,
+    VIEWS,
+    Analyser,
+    AppSettings,
+    score_thresholds,
+)
 from .files import Scratch, annotate_video, read_upload, write_downloads, write_examples
 
 NO_IMAGE = "Upload an image, paste one, or pick an example below."
@@ -44,12 +54,24 @@ def _upload(payload: Any) -> tuple[Path, str]:
     return Path(path), Path(payload.get("orig_name") or Path(path).name).name
 
 
-def _settings(refinement: Any, flip: Any, threshold: Any, view: Any) -> AppSettings:
+SLIDER_STEPS = 1000  # slider positions across a score's display range
+
+
+def _settings(
+    refinement: Any,
+    flip: Any,
+    threshold: Any,
+    view: Any,
+    score: Any = DEFAULT_SCORE,
+    open_set: Any = True,
+    instances: Any = "off",
+) -> AppSettings:
     try:
         value = float(threshold)
     except (TypeError, ValueError):
         raise UserError(f"threshold must be a number, got {threshold!r}") from None
-    return AppSettings(refinement=bool(refinement), flip=bool(flip), threshold=value, view=view)
+    return AppSettings(refinement=bool(refinement), flip=bool(flip), threshold=value, view=view,
+                       score=score, open_set=bool(open_set), instances=instances)  # fmt: skip
 
 
 def _problem(error: UserError) -> str:
@@ -60,27 +82,55 @@ def _problem(error: UserError) -> str:
 class PageHandlers:
     """The page's functions over one Analyser; files go to numbered folders under `work`."""
 
-    def __init__(self, analyser: Analyser, work: Path, max_pixels: int | None) -> None:
+    def __init__(
+        self,
+        analyser: Analyser,
+        work: Path,
+        max_pixels: int | None,
+        thresholds: dict[str, float] | None = None,
+    ) -> None:
         self.analyser, self.max_pixels = analyser, max_pixels
         self.scratch = Scratch(work / "requests")
+        self.thresholds = thresholds or score_thresholds(analyser.num_classes, DEFAULT_THRESHOLD)
 
     def analyse(
-        self, image: dict | None, refinement: bool, flip: bool, threshold: float, view: str
-    ) -> tuple[str | None, str | None, str, list[str]]:
-        """(anomaly picture, semantic picture, status line, downloads: map .npy + PNGs) of an
-        uploaded image (Gradio's file record, see `_upload`)."""
+        self,
+        image: dict | None,
+        refinement: bool,
+        flip: bool,
+        threshold: float,
+        view: str,
+        score: str = DEFAULT_SCORE,
+        open_set: bool = True,
+        instances: str = "off",
+    ) -> tuple[str | None, str | None, str | None, list[list[Any]], str, list[str]]:
+        """(anomaly picture, semantic picture, open-set picture, instance table rows, status
+        line, downloads: map .npy, PNGs, instances JSON) of an uploaded image (Gradio's file
+        record, see `_upload`)."""
         if image is None:
-            return None, None, NO_IMAGE, []
+            return None, None, None, [], NO_IMAGE, []
         try:
-            settings = _settings(refinement, flip, threshold, view)
+            settings = _settings(refinement, flip, threshold, view, score, open_set, instances)
             path, name = _upload(image)
             pixels = read_upload(path, name, max_pixels=self.max_pixels)
             analysis = self.analyser.analyse(pixels, settings)
             files = write_downloads(analysis, self.scratch.folder(), Path(name).stem)
+            rows = analysis.instance_rows()
         except UserError as error:
-            return None, None, _problem(error), []
-        pictures = str(files["anomaly"]), str(files["semantic"])
-        return *pictures, analysis.summary(), [str(path) for path in files.values()]
+            return None, None, None, [], _problem(error), []
+        anomaly, semantic = str(files["anomaly"]), str(files["semantic"])
+        open_set_map = str(files["open_set"]) if "open_set" in files else None
+        downloads = [str(path) for path in files.values()]
+        return anomaly, semantic, open_set_map, rows, analysis.summary(), downloads
+
+    def threshold_slider(self, score: str) -> Any:
+        """The threshold slider for `score`: its display range, its starting threshold."""
+        if score not in SCORE_NAMES:
+            return gr.update()
+        low, high = display_range(score, self.analyser.num_classes)
+        value = min(max(self.thresholds[score], low), high)
+        step = (high - low) / SLIDER_STEPS
+        return gr.update(minimum=low, maximum=high, value=value, step=step)
 
     def annotate_video(
         self,
@@ -89,6 +139,9 @@ class PageHandlers:
         flip: bool,
         threshold: float,
         view: str,
+        score: str = DEFAULT_SCORE,
+        open_set: bool = True,
+        instances: str = "off",
         progress: gr.Progress = gr.Progress(),  # noqa: B008 — Gradio's way to declare a bar
     ) -> tuple[str | None, str]:
         """(annotated video at the source frame rate, status line)."""
@@ -101,7 +154,7 @@ class PageHandlers:
             progress((done, total or None), desc="annotating", unit="frames")
 
         try:
-            settings = _settings(refinement, flip, threshold, view)
+            settings = _settings(refinement, flip, threshold, view, score, open_set, instances)
             count = annotate_video(
                 self.analyser, video, target, settings, max_pixels=self.max_pixels,
                 on_frame=on_frame,
@@ -117,19 +170,25 @@ def build_page(
     work: Path,
     *,
     threshold: float = DEFAULT_THRESHOLD,
+    calibration: str | Path | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     title: str = "mask2anomaly",
 ) -> gr.Blocks:
     """The page over `analyser`; its examples and request files live under `work`, a folder in
-    the system's temporary folder (Gradio hands on only files there or in its cache)."""
-    handlers = PageHandlers(analyser, work, max_pixels)
+    the system's temporary folder (Gradio hands on only files there or in its cache).
+    `threshold`: the starting threshold of Eq. 2; `calibration`: an evaluation's metrics.json
+    with the other scores' starting thresholds (`score_thresholds`)."""
+    thresholds = score_thresholds(analyser.num_classes, threshold, calibration)
+    handlers = PageHandlers(analyser, work, max_pixels, thresholds)
     examples = write_examples(work / "examples")
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=CACHE_CLEANUP) as page:
         gr.Markdown(
             f"## {title}\nRoad-scene anomaly segmentation (Mask2Anomaly). Drop in a frame, "
             "slide the threshold: contours and masks show the pixels whose anomaly score is at "
-            "or above it. The semantic map is in Cityscapes colours; the downloads hold the "
-            "raw anomaly map (.npy, float32) and the pictures."
+            "or above it, in the chosen score's units. The semantic map is in Cityscapes "
+            "colours; the open-set map shows the pixels above the threshold as unknown (white); "
+            "instances lists the anomaly objects found at the threshold. The downloads hold the "
+            "raw anomaly map (.npy, float32), the pictures and the instances (COCO RLE JSON)."
         )
         with gr.Row():
             controls = {
@@ -139,6 +198,14 @@ def build_page(
                 "refinement": gr.Checkbox(True, label="refinement mask", elem_id="refinement"),
                 "flip": gr.Checkbox(True, label="flip averaging", elem_id="flip"),
             }  # fmt: skip
+        with gr.Row():
+            controls.update({
+                "score": gr.Dropdown(list(SCORE_NAMES), value=DEFAULT_SCORE, label="score",
+                                     elem_id="score"),
+                "open_set": gr.Checkbox(True, label="open-set map", elem_id="open_set"),
+                "instances": gr.Radio(list(INSTANCE_METHODS), value=INSTANCE_METHODS[0],
+                                      label="instances", elem_id="instances"),
+            })  # fmt: skip
         with gr.Tab("Image"):
             _image_tab(handlers, controls, examples)
         with gr.Tab("Video"):
@@ -148,7 +215,8 @@ def build_page(
 
 def _inputs(controls: dict[str, Any]) -> list[Any]:
     """The controls in the order of the handlers' parameters."""
-    return [controls[name] for name in ("refinement", "flip", "threshold", "view")]
+    names = ("refinement", "flip", "threshold", "view", "score", "open_set", "instances")
+    return [controls[name] for name in names]
 
 
 def _image_tab(handlers: PageHandlers, controls: dict[str, Any], examples: list[Path]) -> None:
@@ -159,8 +227,12 @@ def _image_tab(handlers: PageHandlers, controls: dict[str, Any], examples: list[
                            elem_id="anomaly")  # fmt: skip
         semantic = gr.Image(label="semantic", type="filepath",
                             format="png", interactive=False, elem_id="semantic")  # fmt: skip
+        open_set = gr.Image(label="open set (white: unknown)", type="filepath", format="png",
+                            interactive=False, elem_id="open_set_map")  # fmt: skip
     run = gr.Button("Analyse", variant="primary", elem_id="run")
     status = gr.Markdown(NO_IMAGE, label="status", elem_id="status")
+    table = gr.Dataframe(headers=list(INSTANCE_COLUMNS), label="instances", interactive=False,
+                         elem_id="instance_table")  # fmt: skip
     downloads = gr.File(label="downloads", file_count="multiple", interactive=False,
                         elem_id="downloads")  # fmt: skip
     gr.Examples([[str(p)] for p in examples], inputs=[image],
@@ -169,14 +241,19 @@ def _image_tab(handlers: PageHandlers, controls: dict[str, Any], examples: list[
     event: dict[str, Any] = {
         "fn": handlers.analyse,
         "inputs": [image, *_inputs(controls)],
-        "outputs": [anomaly, semantic, status, downloads],
+        "outputs": [anomaly, semantic, open_set, table, status, downloads],
         "concurrency_id": "model",
         "concurrency_limit": 1,
         "preprocess": False,  # the upload's file record, read by the app (`_upload`)
     }
     run.click(**event, api_name="analyse")
-    for component in (image, controls["refinement"], controls["flip"], controls["view"]):
-        component.change(**event, api_visibility="private")
+    for name in ("refinement", "flip", "view", "open_set", "instances"):
+        controls[name].change(**event, api_visibility="private")
+    image.change(**event, api_visibility="private")
+    # a new score: its slider range and starting threshold first, then the analysis
+    controls["score"].change(handlers.threshold_slider, inputs=[controls["score"]],
+                             outputs=[controls["threshold"]], api_visibility="private",
+                             queue=False).then(**event, api_visibility="private")  # fmt: skip
     controls["threshold"].change(**event, api_visibility="private", trigger_mode="always_last",
                                  show_progress="minimal")  # fmt: skip
 

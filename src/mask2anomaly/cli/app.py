@@ -19,11 +19,14 @@ LOOPBACK = "127.0.0.1"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "app",
-        help="a browser app over a checkpoint: images, videos, a threshold slider",
+        help="a browser app over a checkpoint: images, videos, scores, a threshold slider, "
+        "open-set map, instances",
         description="Serve a page (and its HTTP API) that shows the anomaly heat map with "
-        "threshold contours, the semantic map and the prediction time for an uploaded, pasted "
-        "or built-in example image, and annotates videos. The model is loaded once; changing "
-        "only the threshold, the view or refinement reuses the last prediction. Binds to "
+        "threshold contours (any of the package's scores), the semantic and open-set maps, the "
+        "anomaly instances and the prediction time for an uploaded, pasted or built-in example "
+        "image, and annotates videos. The model is loaded once; changing only the threshold, "
+        "the view, refinement, the open-set map or components instances reuses the last "
+        "prediction. Binds to "
         f"{LOOPBACK} unless --host says otherwise; no public link unless --share.",
     )
     parser.add_argument("--weights", required=True, help="native checkpoint (.pt)")
@@ -36,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--calibration",
         metavar="JSON",
         help='initial threshold from a JSON file: {"threshold": T}, or the metrics.json of '
-        "`mask2anomaly evaluate` (its first dataset's smiyc best-F1 threshold)",
+        "`mask2anomaly evaluate` (its first dataset's smiyc best-F1 threshold; the other "
+        "scores start at their best-f1 operating point when it holds them)",
     )
     parser.add_argument(
         "--threshold",
@@ -105,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             analyser,
             Path(work),
             threshold=threshold,
+            calibration=args.calibration,
             max_pixels=args.max_pixels,
             title=f"mask2anomaly · {Path(args.weights).name}",
         )

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -106,13 +107,12 @@ def frame_instances(prediction: Prediction, options: InstanceOptions) -> list:
 
 
 def write_instances_json(
-    path: Path, name: str, instances: list, size: tuple[int, ...], options: InstanceOptions
+    path: Path, name: str, instances: list, size: tuple[int, ...], how: dict[str, Any]
 ) -> None:
-    """The frame's instances as COCO results (`Instance.to_coco`) with how they were made."""
+    """The frame's instances as COCO results (`Instance.to_coco`) with how they were made
+    (`how`: method, threshold, min_area, confidence, ...)."""
     write_json_atomic(path, {
-        "image": name, "height": int(size[0]), "width": int(size[1]),
-        "method": options.method, "threshold": options.threshold,
-        "min_area": options.min_area, "confidence": options.confidence,
+        "image": name, "height": int(size[0]), "width": int(size[1]), **how,
         "instances": [instance.to_coco(i) for i, instance in enumerate(instances)],
     })  # fmt: skip
 
@@ -136,8 +136,10 @@ def write_frame(
     if options.instances is not None:
         instances = frame_instances(prediction, options.instances)
         overlay = draw_instances(overlay, instances)
+        how = options.instances
         write_instances_json(paths[INSTANCES_SUFFIX], name, instances, image.shape,
-                             options.instances)  # fmt: skip
+                             {"method": how.method, "threshold": how.threshold,
+                              "min_area": how.min_area, "confidence": how.confidence})  # fmt: skip
     semantic = colorize_semantic(prediction.semantic)
     save_npy_atomic(paths["_anomaly.npy"], score.astype(np.float16))
     save_image_atomic(paths["_anomaly.png"], anomaly_to_png16(shown))

@@ -42,10 +42,16 @@ class Prediction:
     query_masks: np.ndarray | None = None
 
     def open_set(
-        self, threshold: float, *, score: str | None = None, unknown: int = IGNORE_INDEX
+        self,
+        threshold: float,
+        *,
+        score: str | None = None,
+        unknown: int = IGNORE_INDEX,
+        refined: bool = True,
     ) -> np.ndarray:
         """Open-set segmentation uint8 [H, W]: the semantic map with the pixels whose anomaly
-        score (refined; `score`, default the first) exceeds `threshold` set to `unknown`.
+        score (`score`, default the first; refined unless `refined` is False) exceeds
+        `threshold` set to `unknown`.
 
         Raises:
             UserError: a score not predicted, a threshold outside the score's range, or an
@@ -61,7 +67,7 @@ class Prediction:
                 f"{self.num_classes - 1} are the known classes)"
             )
         labels = self.semantic.copy()
-        labels[self.maps[name] > threshold] = unknown
+        labels[self._map(name, refined) > threshold] = unknown
         return labels
 
     def instances(
@@ -72,12 +78,13 @@ class Prediction:
         score: str | None = None,
         min_area: int = MIN_AREA,
         confidence: Confidence = "mean",
+        refined: bool = True,
     ) -> list[Instance]:
         """Anomaly instances, highest confidence first (`evaluation/instances.py`):
         `components` of "score > threshold" or the model's own `queries` (predict with
         `return_query_masks=True`); at least `min_area` pixels each; confidence the mean (or
-        max) score inside. `threshold` is a number; for an operating point read it with
-        `read_threshold(metrics_json, score, "tpr95")`.
+        max) score inside (refined unless `refined` is False). `threshold` is a number; for an
+        operating point read it with `read_threshold(metrics_json, score, "tpr95")`.
 
         Raises:
             UserError: a score not predicted, a threshold outside its range, an unknown method
@@ -92,11 +99,18 @@ class Prediction:
                 "instances by query need the query masks: predict with return_query_masks=True"
             )
         try:
-            return extract_instances(method, self.maps[name], threshold,
+            return extract_instances(method, self._map(name, refined), threshold,
                                      query_masks=self.query_masks, min_area=min_area,
                                      confidence=confidence)  # fmt: skip
         except ValueError as error:
             raise UserError(str(error)) from None
+
+    def _map(self, name: str, refined: bool) -> np.ndarray:
+        """The map of a predicted score, refined or not (before refinement when the predictor
+        did not keep the unrefined maps: they are the same then)."""
+        if refined or name not in self.maps_unrefined:
+            return self.maps[name]
+        return self.maps_unrefined[name]
 
 
 def check_threshold(name: str, threshold: float, num_classes: int, num_queries: int) -> None:
