@@ -2,11 +2,12 @@
 
 Serves `mask2anomaly app`'s page for a checkpoint (the demo's fine-tuned model makes a telling
 picture) on a free loopback port, opens it in Debian's Chromium through Playwright, picks a
-built-in example, sets the threshold, waits for the overlay and saves a screenshot of the page as
-a palette PNG (small enough to commit).
+built-in example with instances shown, sets the threshold, waits for the overlay and saves a
+screenshot of the page as a palette PNG (small enough to commit).
 
     python bench/app_screenshot.py --weights mask2anomaly-demo/stage2/model_final.pt \
-        [--out docs/app.png] [--example 1] [--threshold 0.5] [--chromium /usr/bin/chromium]
+        [--out docs/app.png] [--example 1] [--threshold 0.5] [--instances components] \
+        [--chromium /usr/bin/chromium]
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-VIEWPORT = {"width": 1280, "height": 860}
+VIEWPORT = {"width": 1400, "height": 1080}
 
 
 def main() -> None:
@@ -28,6 +29,9 @@ def main() -> None:
     parser.add_argument("--out", default="docs/app.png")
     parser.add_argument("--example", type=int, default=1, help="which built-in example (0..2)")
     parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument(
+        "--instances", default="components", choices=("off", "components", "queries")
+    )
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
@@ -48,6 +52,7 @@ def main() -> None:
             browser = playwright.chromium.launch(executable_path=args.chromium)
             tab = browser.new_page(viewport=VIEWPORT)
             tab.goto(url, wait_until="networkidle")
+            tab.locator("#instances label", has_text=args.instances).click()
             tab.locator("#examples button").nth(args.example).click()
             tab.wait_for_function(
                 "() => (document.querySelector('#status')?.innerText || '').includes('prediction')",
