@@ -27,6 +27,7 @@ _EXPORTS = {
     # prediction
     "Predictor": "mask2anomaly.inference.predictor",
     "Prediction": "mask2anomaly.inference.predictor",
+    "OnnxNetwork": "mask2anomaly.inference.export",
     "anomaly_score": "mask2anomaly.scoring",
     # the browser app's cached analysis (the page itself: `mask2anomaly app`, the `app` extra)
     "Analyser": "mask2anomaly.app.analysis",
@@ -69,6 +70,7 @@ __all__ = [
     "load_checkpoint_config",
     "Predictor",
     "Prediction",
+    "OnnxNetwork",
     "anomaly_score",
     "Analyser",
     "AppSettings",
