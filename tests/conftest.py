@@ -1,4 +1,5 @@
-"""Shared test fixtures: the official-parity fixture folder and a tiny model config."""
+"""Shared test fixtures: the official-parity fixture folder, a tiny model config, and a tiny
+random-weight checkpoint at small inference sizes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from types import ModuleType
 import pytest
 import torch
 
+from mask2anomaly.checkpoint import save_checkpoint
 from mask2anomaly.config import Config, load_config
+from mask2anomaly.model import build_model
 
 FIXTURE_DIR = Path(
     os.environ.get(
@@ -18,6 +21,8 @@ FIXTURE_DIR = Path(
         Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official-parity",
     )
 )
+
+SMALL = ["inference.min_size=32", "inference.max_size=64"]  # tiny checkpoints predict fast
 
 
 @pytest.fixture(autouse=True)
@@ -42,3 +47,13 @@ def official_fixture() -> tuple[ModuleType, dict]:
 @pytest.fixture()
 def tiny_config() -> Config:
     return load_config("tiny")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny model with random weights (seed 0) saved with the SMALL inference sizes."""
+    torch.manual_seed(0)
+    cfg = load_config("tiny", SMALL)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save_checkpoint(path, build_model(cfg.model), cfg)
+    return path

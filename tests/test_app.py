@@ -18,17 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from mask2anomaly.app.analysis import Analyser
-from mask2anomaly.checkpoint import save_checkpoint
 from mask2anomaly.cli import main
-from mask2anomaly.config import load_config
 from mask2anomaly.data.synthetic.scene import render_scene
 from mask2anomaly.inference.pictures import colorize_semantic, heat_overlay
 from mask2anomaly.inference.predictor import Predictor
-from mask2anomaly.model import build_model
 from mask2anomaly.scoring.scores import display_range
 
 pytest.importorskip("gradio", reason="the app needs the `app` extra")
@@ -38,7 +34,6 @@ from gradio_client import Client, handle_file  # noqa: E402
 from mask2anomaly.app.page import build_page, serve  # noqa: E402
 from test_app_analysis import count_calls  # noqa: E402
 
-SMALL = ["inference.min_size=32", "inference.max_size=64"]
 UPLOAD_LIMIT_MB = 0.5
 
 
@@ -57,15 +52,6 @@ class Served:
 
     def client(self) -> Client:
         return Client(self.url, download_files=str(self.downloads), verbose=False)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    cfg = load_config("tiny", SMALL)
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save_checkpoint(path, build_model(cfg.model), cfg)
-    return path
 
 
 @pytest.fixture(scope="module")

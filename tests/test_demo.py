@@ -84,3 +84,24 @@ def test_pinned_threads_sets_and_restores_the_thread_count():
     assert torch.get_num_threads() == before
     with pinned_threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_step_effects_say_plainly_when_a_step_changes_nothing():
+    from types import SimpleNamespace
+
+    from mask2anomaly.demo.report import step_effects
+
+    def row(title, ra, ro):
+        results = {name: SimpleNamespace(pixel={"smiyc": SimpleNamespace(auprc=a, fpr95=f)})
+                   for name, (a, f) in (("RA", ra), ("RO", ro))}  # fmt: skip
+        return SimpleNamespace(title=title, results=results)
+
+    rows = [row("stage 1", (0.10, 0.99), (0.40, 0.06)),
+            row("+ fine-tuning", (0.15, 0.40), (0.55, 0.045)),
+            row("+ refinement", (0.17, 0.20), (0.552, 0.047))]  # fmt: skip
+    text = step_effects(rows, ["RA", "RO"])
+    assert text == (
+        "What each step changed (points x100): + fine-tuning: RA: AuPRC +5.0, FPR95 -59.0; "
+        "RO: AuPRC +15.0, FPR95 -1.5. + refinement: RA: AuPRC +2.0, FPR95 -20.0; "
+        "RO: no measurable change.\n"
+    )

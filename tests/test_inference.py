@@ -34,8 +34,10 @@ def confident_model(tiny_config):
     return model
 
 
-def official_single_view(model, image: np.ndarray, min_size: int, max_size: int):
-    """Official path for one view, channel for channel (spec §6), returning (A, refined A)."""
+def official_outputs(model, image: np.ndarray, min_size: int, max_size: int):
+    """The official path's first steps for one view: resize (detectron2's rule, PIL bilinear),
+    network, mask logits upsampled to the padded input -> (class probabilities [Q, K+1], mask
+    probabilities [Q, H_pad, W_pad], resized size (h, w))."""
     height, width = image.shape[:2]
     h, w = resized_shape(height, width, min_size, max_size)
     resized = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
@@ -46,7 +48,13 @@ def official_single_view(model, image: np.ndarray, min_size: int, max_size: int)
     logits = F.interpolate(
         out.mask_logits, size=batch.shape[-2:], mode="bilinear", align_corners=False
     )[0]
-    probs, masks = out.class_logits[0].softmax(-1), logits.sigmoid()
+    return out.class_logits[0].softmax(-1), logits.sigmoid(), (h, w)
+
+
+def official_single_view(model, image: np.ndarray, min_size: int, max_size: int):
+    """Official path for one view, channel for channel (spec §6), returning (A, refined A)."""
+    height, width = image.shape[:2]
+    probs, masks, (h, w) = official_outputs(model, image, min_size, max_size)
     semseg = torch.einsum("qc,qhw->chw", probs[:, :-1], masks)
     scores, labels = probs.max(-1)
     keep = (labels != probs.shape[-1] - 1) & (scores > 0.95) & (labels > 1) & (labels < 11)
@@ -177,3 +185,18 @@ def test_compiled_sampling_predicts_bitwise_the_same_maps(confident_model, tiny_
     expected, got = plain.predict(image), compiled.predict(image)
     assert np.array_equal(got.anomaly_score, expected.anomaly_score)
     assert np.array_equal(got.semantic, expected.semantic)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_nhwc_mask_features_equal_the_convolution_bitwise(tiny_config, batch):
+    """The bf16 copy's mask features: one matrix product per image writing NCHW, the same
+    numbers as the 1x1 convolution followed by an NCHW copy."""
+    torch.manual_seed(0)
+    decoder = build_model(tiny_config.model).pixel_decoder.to(torch.bfloat16)
+    fpn = torch.randn(batch, decoder.conv_dim, 24, 40).to(torch.bfloat16)
+    fpn = fpn.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = decoder.mask_features(fpn).contiguous()
+        found = decoder._mask_features_nchw(fpn)
+    assert found.is_contiguous() and found.shape == expected.shape
+    assert torch.equal(found, expected)

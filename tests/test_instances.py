@@ -14,9 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from mask2anomaly.checkpoint import save_checkpoint
 from mask2anomaly.cli import main
-from mask2anomaly.config import load_config
 from mask2anomaly.errors import UserError
 from mask2anomaly.evaluation.instance_metrics import InstanceAP, InstanceTruth
 from mask2anomaly.evaluation.instances import (
@@ -27,18 +25,6 @@ from mask2anomaly.evaluation.instances import (
 )
 from mask2anomaly.evaluation.oodis import read_oodis_frame
 from mask2anomaly.inference.predictor import Predictor, resized_shape
-from mask2anomaly.model import build_model
-
-SMALL = ["inference.min_size=32", "inference.max_size=64"]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    cfg = load_config("tiny", SMALL)
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save_checkpoint(path, build_model(cfg.model), cfg)
-    return path
 
 
 def _image(seed: int, shape=(40, 56)) -> np.ndarray:

@@ -7,30 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from mask2anomaly.checkpoint import save_checkpoint
 from mask2anomaly.cli import main
-from mask2anomaly.config import load_config
 from mask2anomaly.fileio import STATE_DIR, TEMP_PREFIX
 from mask2anomaly.inference.annotate import OUTPUT_SUFFIXES
 from mask2anomaly.inference.media import read_image, to_rgb_uint8
 from mask2anomaly.inference.pictures import PNG16_MAX
 from mask2anomaly.inference.predictor import Predictor
-from mask2anomaly.model import build_model
-
-SMALL = ["inference.min_size=32", "inference.max_size=64"]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    cfg = load_config("tiny", SMALL)
-    model = build_model(cfg.model)
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save_checkpoint(path, model, cfg)
-    return path
 
 
 def _random(shape: tuple[int, ...], seed: int, dtype=np.uint8, high: int = 256) -> np.ndarray:

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from mask2anomaly.errors import UserError
-from mask2anomaly.inference.predictor import Predictor, resized_shape
+from mask2anomaly.inference.predictor import Predictor
 from mask2anomaly.model import build_model
 from mask2anomaly.scoring.scores import SCORE_NAMES, score_range
+from test_inference import official_outputs
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +48,7 @@ def _literal_scores(s: torch.Tensor, void: torch.Tensor, inlier: torch.Tensor) -
 def literal_view(model, image: np.ndarray, min_size: int, max_size: int):
     """One view by the official path, all channels resized back together: (scores, keep)."""
     height, width = image.shape[:2]
-    h, w = resized_shape(height, width, min_size, max_size)
-    resized = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-    x = torch.from_numpy(resized.copy()).permute(2, 0, 1).float()
-    with torch.no_grad():
-        batch = model.preprocess([x])
-        out = model(batch)
-    logits = F.interpolate(
-        out.mask_logits, size=batch.shape[-2:], mode="bilinear", align_corners=False
-    )[0]
-    probs, masks = out.class_logits[0].softmax(-1), logits.sigmoid()
+    probs, masks, (h, w) = official_outputs(model, image, min_size, max_size)
     num_classes = probs.shape[-1] - 1
     semseg = torch.einsum("qc,qhw->chw", probs, masks)  # K known + no-object
     inlier = torch.einsum("q,qhw->hw", probs[:, :-1].max(-1).values, masks)[None]

@@ -195,25 +195,13 @@ class TransformerDecoder(nn.Module):
         mask_features = mask_features.contiguous()  # one copy, not one per prediction (NHWC)
         query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)  # [Q, B, C]
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
-        # Reduced-precision inference (no intermediate predictions kept): attention masks from
-        # the mask head over mask features resized to each level, instead of resizing full-size
-        # mask logits. Equal up to rounding, which the masks' hard cut at 0.5 can turn into a
-        # different mask pixel, so float32 keeps the official order.
-        low_res = not keep_intermediate and mask_features.dtype != torch.float32
-        level_features = (
-            [F.interpolate(mask_features, size=s, mode="bilinear", align_corners=False)
-             for s in sizes] if low_res else []
-        )  # fmt: skip
-        class_logits, mask_logits = self.predict(output, mask_features, full=not low_res)
+        class_logits, mask_logits = self.predict(output, mask_features)
         predictions = [(class_logits, mask_logits)]
         for i in range(self.num_layers):
             level = i % len(multi_scale)
-            if low_res:  # the bilinear resize commutes with the (linear) mask head
-                attention_logits = self.mask_logits(output, level_features[level])
-            else:
-                attention_logits = F.interpolate(
-                    mask_logits, size=sizes[level], mode="bilinear", align_corners=False
-                )
+            attention_logits = F.interpolate(
+                mask_logits, size=sizes[level], mode="bilinear", align_corners=False
+            )
             fg_mask, bg_mask = self.attention_masks(attention_logits, shared=True)
             output = self.transformer_cross_attention_layers[i](
                 output,
@@ -225,11 +213,8 @@ class TransformerDecoder(nn.Module):
             )
             output = self.transformer_self_attention_layers[i](output, query_pos=query_pos)
             output = self.transformer_ffn_layers[i](output)
-            last = i == self.num_layers - 1
-            class_logits, mask_logits = self.predict(
-                output, mask_features, full=last or not low_res
-            )
-            if keep_intermediate or last:
+            class_logits, mask_logits = self.predict(output, mask_features)
+            if keep_intermediate or i == self.num_layers - 1:
                 predictions.append((class_logits, mask_logits))
         return predictions if keep_intermediate else predictions[-1:]
 
@@ -247,21 +232,13 @@ class TransformerDecoder(nn.Module):
         return srcs, pos, sizes
 
     def predict(
-        self, output: torch.Tensor, mask_features: torch.Tensor, *, full: bool = True
+        self, output: torch.Tensor, mask_features: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Shared prediction head: queries [Q, B, C] -> class and mask logits (an empty mask
-        tensor when not `full`: the caller needs only the class logits)."""
+        """Shared prediction head: queries [Q, B, C] -> class and mask logits."""
         decoded = self.decoder_norm(output).transpose(0, 1)  # [B, Q, C]
         class_logits = self.class_embed(decoded)
-        if not full:
-            return class_logits, mask_features.new_empty(0)
         mask_logits = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoded), mask_features)
         return class_logits, mask_logits
-
-    def mask_logits(self, output: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """The prediction head's mask logits of queries [Q, B, C] over `features` [B, D, h, w]."""
-        decoded = self.decoder_norm(output).transpose(0, 1)
-        return torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoded), features)
 
     def attention_masks(
         self, mask_logits: torch.Tensor, *, shared: bool = False
