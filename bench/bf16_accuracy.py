@@ -42,7 +42,7 @@ def main() -> None:
         for p in PRECISIONS
     }
     header = ["set", "frames"] + [f"{p} {m}" for m in ("AuPRC", "FPR95") for p in PRECISIONS]
-    header += ["d AuPRC", "d FPR95", "max |d map|", "mean |d map|", "semantic agree %"]
+    header += ["d AuPRC", "d FPR95", "max abs d map", "mean abs d map", "semantic agree %"]
     header += [f"{p} s/frame" for p in PRECISIONS]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for name, folder in TEST_SETS:
