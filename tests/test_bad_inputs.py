@@ -345,6 +345,9 @@ def test_an_unexpected_exception_is_one_line_saying_bug(corpus, tmp_path, capsys
     assert "internal error" in line and "TypeError" in line and "--debug" in line
     with pytest.raises(TypeError):
         main([*_predict(corpus, tmp_path), "--debug"])
+    monkeypatch.setenv("MASK2ANOMALY_DEBUG", "1")  # the environment's way to the traceback
+    with pytest.raises(TypeError):
+        main(_predict(corpus, tmp_path))
 
 
 def test_undecodable_outlier_image_is_left_out(training_data, tmp_path, capsys):
@@ -533,6 +536,15 @@ def test_evaluate_rerun_with_other_weights_is_refused(corpus, tmp_path, capsys):
     assert (tmp_path / "out" / "metrics.json").read_text() == metrics
     assert main(_evaluate(corpus, tmp_path, "--overwrite", weights="misshaped")) == 0
     assert (tmp_path / "out" / "metrics.json").read_text() != metrics
+
+
+def test_evaluate_rerun_with_other_scoring_is_refused(corpus, tmp_path, capsys):
+    assert main(_evaluate(corpus, tmp_path)) == 0
+    metrics = (tmp_path / "out" / "metrics.json").read_text()
+    capsys.readouterr()
+    assert main(_evaluate(corpus, tmp_path, "--set", "scoring.refinement=none")) == 2
+    assert "other settings" in _one_line(capsys)
+    assert (tmp_path / "out" / "metrics.json").read_text() == metrics
 
 
 def test_temporaries_of_a_killed_run_are_removed(corpus, tmp_path):

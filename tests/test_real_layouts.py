@@ -308,3 +308,29 @@ def test_evaluate_writes_a_smiyc_submission(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not a SMIYC benchmark" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "eval2" / "maps").exists()  # refused before predicting
+
+
+def test_several_datasets_get_their_own_track_and_subset(tmp_path, capsys):
+    maps = tmp_path / "maps"
+    anomaly = _smiyc_track(tmp_path / "dataset_AnomalyTrack", maps / "road-anomaly-21", "anomaly")
+    obstacle = _smiyc_track(tmp_path / "dataset_ObstacleTrack", maps / "road-obstacle-21",
+                            "obstacle")  # fmt: skip
+    roots = [str(tmp_path / "dataset_AnomalyTrack"), str(tmp_path / "dataset_ObstacleTrack")]
+
+    def run(out: str, *extra: str) -> dict:
+        args = ["score", "--maps", str(maps), "--dataset", "road-anomaly-21",
+                "road-obstacle-21", "--root", *roots, "--out", str(tmp_path / out),
+                "--protocol", "exact", "smiyc", *extra]  # fmt: skip
+        assert main(args) == 0
+        results = json.loads((tmp_path / out / "metrics.json").read_text())["results"]
+        return {r["dataset"]: r for r in results}
+
+    found = run("default", "--subset", "all", "validation")
+    assert found["road-anomaly-21"]["components"]["min_pred_size"] == 500  # anomaly track
+    assert found["road-obstacle-21"]["components"]["min_pred_size"] == 50  # obstacle track
+    assert found["road-anomaly-21"]["num_scored"] == 3  # all: every labelled frame
+    assert found["road-obstacle-21"]["num_scored"] == 1  # validation: SMIYC's exclusions out
+    _check(found["road-anomaly-21"], list(anomaly.values()))
+    _check(found["road-obstacle-21"], [obstacle["validation_1_0000"]])
+    overridden = run("forced", "--track", "anomaly")
+    assert {r["components"]["min_pred_size"] for r in overridden.values()} == {500}
