@@ -334,3 +334,40 @@ def test_several_datasets_get_their_own_track_and_subset(tmp_path, capsys):
     _check(found["road-obstacle-21"], [obstacle["validation_1_0000"]])
     overridden = run("forced", "--track", "anomaly")
     assert {r["components"]["min_pred_size"] for r in overridden.values()} == {500}
+
+
+def test_road_anomaly_original_layout_through_the_cli(tmp_path, capsys):
+    """RoadAnomaly_jpg as unpacked: frames/<name>.jpg, frames/<name>.labels/labels_semantic.png
+    (0 road / inlier, 2 anomaly, 1 void here) and frame_list.json naming the frames."""
+    root, maps = tmp_path / "RoadAnomaly_jpg", tmp_path / "maps"
+    names = ["animals01", "cones02", "tractor03"]
+    frames = []
+    for seed, name in enumerate(names):
+        _image(root / "frames" / f"{name}.jpg", seed, "JPEG")
+        label = _binary_label(seed)
+        encoded = np.select([label == 1, label == 255], [2, 1], 0)
+        _label(root / "frames" / f"{name}.labels" / "labels_semantic.png", encoded)
+        score = _score(seed, label)
+        maps.mkdir(exist_ok=True)
+        np.save(maps / f"{name}.npy", score)
+        frames.append((score, label))
+    (root / "frame_list.json").write_text(json.dumps([f"{n}.jpg" for n in names]))
+    result = _run_score(capsys, maps, "road-anomaly", root, tmp_path / "out")
+    assert result["num_frames"] == 3 and result["num_scored"] == 3
+    _check(result, frames)
+
+
+def test_score_writes_a_submission_of_stored_maps(tmp_path, capsys):
+    maps = tmp_path / "maps"
+    _smiyc_track(tmp_path / "dataset_ObstacleTrack", maps, "obstacle")
+    submission = tmp_path / "submission"
+    _run_score(capsys, maps, "road-obstacle-21", tmp_path / "dataset_ObstacleTrack",
+               tmp_path / "out", "--submission", str(submission))  # fmt: skip
+    files = sorted((submission / "ObstacleTrack-all").glob("*.hdf5"))
+    assert len(files) == 5  # labelled and unlabelled frames alike
+    for path in files:
+        with h5py.File(path, "r") as file:
+            value = file["value"][()]
+        assert value.dtype == np.float16 and value.shape == (H, W)
+        stored = load_map(next(maps.glob(f"{path.stem}.*")))
+        assert np.array_equal(value, stored.astype(np.float16))
