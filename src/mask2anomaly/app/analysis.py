@@ -40,6 +40,7 @@ from ..inference.pictures import (
     heat_colors,
     heat_overlay,
     mask_boundary,
+    threshold_to_display,
     to_display,
 )
 from ..inference.predictor import Network, Prediction, Predictor, as_rgb_array
@@ -93,11 +94,9 @@ def anomaly_map(prediction: Prediction, refinement: bool) -> np.ndarray:
 def anomaly_picture(image: np.ndarray, prediction: Prediction, settings: AppSettings) -> np.ndarray:
     """The prediction's anomaly map (refined or not) drawn as the settings' view at their
     threshold, in the heat scale of the score's display range (`pictures.to_display`)."""
-    low, high = display_range(prediction.score, prediction.num_classes)
-    shown = to_display(anomaly_map(prediction, settings.refinement), (low, high))
-    threshold = settings.threshold
-    if (low, high) != (0.0, 1.0):
-        threshold = (threshold - low) / (high - low)
+    display = display_range(prediction.score, prediction.num_classes)
+    shown = to_display(anomaly_map(prediction, settings.refinement), display)
+    threshold = threshold_to_display(settings.threshold, display)
     return view_picture(image, shown, threshold, settings.view)
 
 

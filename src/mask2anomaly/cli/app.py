@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import UserError
-from .common import add_device, add_overrides, bounded_float, bounded_int
+from .common import add_device, add_max_pixels, add_overrides, bounded_float, bounded_int
 
 APP_EXTRA_HINT = 'the app needs Gradio: pip install -e ".[app]"'
 LOOPBACK = "127.0.0.1"
@@ -55,13 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="MB",
         help="largest upload accepted, in MB (default 50)",
     )
-    parser.add_argument(
-        "--max-pixels",
-        type=bounded_int(1),
-        default=150_000_000,
-        metavar="N",
-        help="refuse images and video frames with more pixels than this (default 150000000)",
-    )
+    add_max_pixels(parser, "refuse images and video frames")
     add_device(parser)
     add_overrides(parser, "inference.min_size=512")
     parser.set_defaults(func=run)

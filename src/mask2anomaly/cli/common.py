@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 
 from ..errors import UserError
+from ..inference.media import DEFAULT_MAX_PIXELS
 
 
 def add_overrides(parser: argparse.ArgumentParser, example: str = "train.lr=1e-5") -> None:
@@ -26,6 +27,17 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 def add_no_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_max_pixels(parser: argparse.ArgumentParser, what: str) -> None:
+    """--max-pixels: `what` happens to images (and frames) with more pixels than the limit."""
+    parser.add_argument(
+        "--max-pixels",
+        type=bounded_int(1),
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"{what} with more pixels than this (default {DEFAULT_MAX_PIXELS})",
+    )
 
 
 def add_overwrite(parser: argparse.ArgumentParser) -> None:

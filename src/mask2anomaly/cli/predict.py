@@ -13,6 +13,7 @@ from ..config import DEFAULT_SCORE, IGNORE_INDEX, OperatingPoint, ScoreName, cho
 from ..errors import UserError
 from .common import (
     add_device,
+    add_max_pixels,
     add_overrides,
     add_overwrite,
     add_precision,
@@ -59,13 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_score_flags(parser)
     _add_instance_flags(parser)
-    parser.add_argument(
-        "--max-pixels",
-        type=bounded_int(1),
-        default=150_000_000,
-        metavar="N",
-        help="skip (with a warning) images with more pixels than this (default 150000000)",
-    )
+    add_max_pixels(parser, "skip (with a warning) images")
     add_overwrite(parser)
     add_overrides(parser, "inference.min_size=512")
     parser.set_defaults(func=run)

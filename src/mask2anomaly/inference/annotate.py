@@ -52,6 +52,7 @@ from .pictures import (
     draw_instances,
     heat_overlay,
     prediction_panel,
+    threshold_to_display,
     to_display,
 )
 from .predictor import Prediction, Predictor
@@ -129,9 +130,9 @@ def write_frame(
                           options.instances is not None)  # fmt: skip
     score = prediction.anomaly_score
     shown = to_display(score, options.display)
-    threshold, (low, high) = options.threshold, options.display
-    if threshold is not None and (low, high) != (0.0, 1.0):
-        threshold = (threshold - low) / (high - low)
+    threshold = options.threshold
+    if threshold is not None:
+        threshold = threshold_to_display(threshold, options.display)
     overlay = heat_overlay(image, shown, threshold=threshold)
     if options.instances is not None:
         instances = frame_instances(prediction, options.instances)

@@ -169,6 +169,14 @@ def to_display(score: np.ndarray, display: tuple[float, float]) -> np.ndarray:
     return ((score.astype(np.float64) - low) / (high - low)).astype(np.float32)
 
 
+def threshold_to_display(threshold: float, display: tuple[float, float]) -> float:
+    """A threshold in the score's units -> the same level on the `to_display` scale."""
+    low, high = display
+    if (low, high) == (0.0, 1.0):
+        return threshold
+    return (threshold - low) / (high - low)
+
+
 def anomaly_to_png16(score: np.ndarray) -> np.ndarray:
     """Anomaly map [H, W] -> uint16 for a 16-bit PNG: round(clip(score, 0, 1) * 65535).
 

@@ -106,11 +106,11 @@ class Prediction:
             raise UserError(str(error)) from None
 
     def _map(self, name: str, refined: bool) -> np.ndarray:
-        """The map of a predicted score, refined or not (before refinement when the predictor
-        did not keep the unrefined maps: they are the same then)."""
-        if refined or name not in self.maps_unrefined:
-            return self.maps[name]
-        return self.maps_unrefined[name]
+        """The map of a predicted score (`name` in `maps`), refined or not."""
+        maps = self.maps if refined else self.maps_unrefined
+        if name not in maps:
+            raise UserError(f"no unrefined map of the {name} score in this prediction")
+        return maps[name]
 
 
 def check_threshold(name: str, threshold: float, num_classes: int, num_queries: int) -> None:
