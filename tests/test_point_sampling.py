@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mask2anomaly.train.point_sampling import (
+    MaskBank,
     mask_uncertainty,
     point_sample,
     rand_points,
@@ -115,3 +116,27 @@ def test_mask_sets_equal_per_image_sampling(sizes: tuple[tuple[int, int], ...]) 
     expected = torch.cat([sample_padded_masks(masks[0], coords[:2], (12, 16)),
                           sample_padded_masks(masks[1], coords[2:], (12, 16))])  # fmt: skip
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("sizes", [((10, 13), (10, 13), (10, 13)), ((10, 13), (12, 9), (7, 16))])
+def test_mask_bank_picks_equal_sampling_the_picked_masks_alone(
+    sizes: tuple[tuple[int, int], ...],
+) -> None:
+    """Sampling chosen masks of the bank (points placed in their rows, the rest of the bank
+    sampled too) gives exactly the values of sampling those masks alone, in pick order."""
+    gen = torch.Generator().manual_seed(4)
+    masks = [torch.rand(n, h, w, generator=gen) > 0.5 for n, (h, w) in zip((3, 4, 2), sizes)]
+    picks = [torch.tensor([2, 0]), torch.tensor([], dtype=torch.int64), torch.tensor([1, 0])]
+    coords = torch.rand(4, 40, 2, generator=gen)
+    got = MaskBank.of(masks).sample(coords, (12, 16), picks)
+    alone = [masks[0][2], masks[0][0], masks[2][1], masks[2][0]]
+    expected = torch.cat([sample_padded_masks(m[None], c[None], (12, 16))
+                          for m, c in zip(alone, coords)])  # fmt: skip
+    assert torch.equal(got, expected)
+    bank = MaskBank.of(masks)
+    assert (bank.stacked is not None) == (len(set(sizes)) == 1)
+    assert [g.dtype for g in bank.groups] == [torch.float32] * 3
+    every = torch.rand(9, 40, 2, generator=gen)
+    per_image = torch.cat([sample_padded_masks(m, c, (12, 16))
+                           for m, c in zip(masks, every.split([3, 4, 2]))])  # fmt: skip
+    assert torch.equal(bank.sample(every, (12, 16)), per_image)

@@ -8,8 +8,6 @@ of GT masks averaged over processes. The stage-2 outlier loss lives in its own m
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -19,7 +17,7 @@ from ..config import Config
 from ..data.types import Target
 from ..model.mask2anomaly import ModelOutput
 from .matcher import HungarianMatcher, padded_size_of
-from .point_sampling import point_sample, sample_padded_mask_sets, uncertain_point_coords
+from .point_sampling import MaskBank, point_sample, uncertain_point_coords
 
 
 def sigmoid_bce_loss(
@@ -125,16 +123,17 @@ class SetCriterion(nn.Module):
             multiplied by its weight. `SetCriterion.total` sums them.
         """
         device = outputs.class_logits.device
-        # Masks in float once per batch: every layer's matching and loss sample them.
-        targets = [_with_float_masks(t.to(device)) for t in targets]
+        targets = [t.to(device) for t in targets]
+        # Masks in float once per batch: every output's matching and losses sample them.
+        bank = MaskBank.of([t.masks for t in targets])
         num_masks = average_num_masks(targets, device)
         losses = self._losses(
-            outputs.class_logits, outputs.mask_logits, targets, num_masks, generator, suffix=""
+            outputs.class_logits, outputs.mask_logits, targets, bank, num_masks, generator, ""
         )
         if self.deep_supervision:
             for i, (class_logits, mask_logits) in enumerate(outputs.aux):
                 losses.update(self._losses(
-                    class_logits, mask_logits, targets, num_masks, generator, suffix=f"_{i}"
+                    class_logits, mask_logits, targets, bank, num_masks, generator, f"_{i}"
                 ))  # fmt: skip
         return losses
 
@@ -148,12 +147,15 @@ class SetCriterion(nn.Module):
         class_logits: torch.Tensor,
         mask_logits: torch.Tensor,
         targets: list[Target],
+        bank: MaskBank,
         num_masks: float,
         generator: torch.Generator | None,
         suffix: str,
     ) -> dict[str, torch.Tensor]:
-        indices = self.matcher(class_logits, mask_logits, targets, generator=generator)
-        loss_mask, loss_dice = self.mask_losses(mask_logits, targets, indices, num_masks, generator)
+        indices = self.matcher(class_logits, mask_logits, targets, generator=generator, bank=bank)
+        loss_mask, loss_dice = self.mask_losses(
+            mask_logits, targets, indices, num_masks, generator, bank
+        )
         return {
             f"loss_ce{suffix}": self.class_weight * self.class_loss(class_logits, targets, indices),
             f"loss_mask{suffix}": self.mask_weight * loss_mask,
@@ -193,6 +195,7 @@ class SetCriterion(nn.Module):
         indices: list[tuple[torch.Tensor, torch.Tensor]],
         num_masks: float,
         generator: torch.Generator | None = None,
+        bank: MaskBank | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sigmoid BCE and dice of matched masks on importance-sampled points.
 
@@ -202,6 +205,7 @@ class SetCriterion(nn.Module):
             indices: matcher output.
             num_masks: normaliser.
             generator: optional torch.Generator for the point sampling.
+            bank: the targets' masks as a MaskBank (made here when None).
 
         Returns:
             Unweighted (BCE, dice) scalars; zero (still attached to the graph) without matches.
@@ -220,22 +224,14 @@ class SetCriterion(nn.Module):
                 importance_sample_ratio=self.importance_sample_ratio,
                 generator=generator,
             )  # [M, P, 2]
-            matched_masks = [
-                targets[b].masks[target_idx.to(targets[b].masks.device)]
-                for b, (_, target_idx) in enumerate(indices)
-            ]
-            point_targets = sample_padded_mask_sets(
-                matched_masks, coords, padded_size_of(mask_logits)
-            )  # [M, P]
+            bank = bank or MaskBank.of([t.masks for t in targets])
+            picks = [target_idx for _, target_idx in indices]
+            point_targets = bank.sample(coords, padded_size_of(mask_logits), picks)  # [M, P]
         point_logits = point_sample(matched_logits, coords)[:, 0]  # [M, P]
         return (
             sigmoid_bce_loss(point_logits, point_targets, num_masks),
             dice_loss(point_logits, point_targets, num_masks),
         )
-
-
-def _with_float_masks(target: Target) -> Target:
-    return dataclasses.replace(target, masks=target.masks.float())
 
 
 def build_criterion(cfg: Config) -> SetCriterion:

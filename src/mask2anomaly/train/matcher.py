@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from ..data.types import Target
-from .point_sampling import point_sample, rand_points, sample_padded_mask_sets
+from .point_sampling import MaskBank, point_sample, rand_points
 
 # The mask logits are predicted at 1/4 of the padded input size (pixel decoder output stride).
 MASK_STRIDE = 4
@@ -85,13 +85,13 @@ class HungarianMatcher(nn.Module):
         self.num_points = num_points
 
     @torch.no_grad()
-    @torch.no_grad()
     def cost_matrices(
         self,
         class_logits: torch.Tensor,
         mask_logits: torch.Tensor,
         targets: list[Target],
         point_coords: torch.Tensor,
+        bank: MaskBank | None = None,
     ) -> torch.Tensor:
         """Matching costs of a batch, computed together (a few large operations instead of a
         few small ones per image); image b's costs are `[b, :, :N_b]`.
@@ -101,6 +101,7 @@ class HungarianMatcher(nn.Module):
             mask_logits: [B, Q, h, w] at 1/4 of the padded input size.
             targets: B targets with at least one segment each, masks [N_b, H_b, W_b].
             point_coords: [B, P, 2] (x, y) in [0, 1] of the padded image, per image.
+            bank: the targets' masks as a MaskBank, when the caller has made it already.
 
         Returns:
             [B, Q, max N_b] float32 costs (columns beyond N_b are padding).
@@ -115,9 +116,8 @@ class HungarianMatcher(nn.Module):
         # The queries are channels of one lookup per image (the same bilinear values).
         point_logits = point_sample(mask_logits.float(), point_coords)  # [B, Q, P]
         per_mask_coords = point_coords.repeat_interleave(counts.to(point_coords.device), dim=0)
-        values = sample_padded_mask_sets(
-            [t.masks for t in targets], per_mask_coords, padded_size_of(mask_logits)
-        )  # [sum N_b, P]
+        bank = bank or MaskBank.of([t.masks for t in targets])
+        values = bank.sample(per_mask_coords, padded_size_of(mask_logits))  # [sum N_b, P]
         point_targets = pad_sequence(values.split(counts.tolist()), batch_first=True)
         cost_mask = pairwise_sigmoid_bce(point_logits, point_targets)
         cost_dice = pairwise_dice(point_logits, point_targets)
@@ -134,6 +134,7 @@ class HungarianMatcher(nn.Module):
         mask_logits: torch.Tensor,
         targets: list[Target],
         generator: torch.Generator | None = None,
+        bank: MaskBank | None = None,
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Match every image of the batch.
 
@@ -143,6 +144,7 @@ class HungarianMatcher(nn.Module):
             targets: B targets.
             generator: optional torch.Generator for the random points (one draw per image
                 with at least one segment, in batch order).
+            bank: the targets' masks as a MaskBank (made here when None).
 
         Returns:
             B pairs (query_idx [M_b], target_idx [M_b]) of int64 CPU tensors, M_b = min(Q, N_b),
@@ -162,7 +164,7 @@ class HungarianMatcher(nn.Module):
         whole = len(present) == len(targets)
         pick = slice(None) if whole else torch.tensor(present, device=class_logits.device)
         costs = self.cost_matrices(
-            class_logits[pick], mask_logits[pick], [targets[b] for b in present], coords
+            class_logits[pick], mask_logits[pick], [targets[b] for b in present], coords, bank
         )
         finite = torch.isfinite(costs).flatten(1).all(1).tolist()
         cost_values = costs.cpu().numpy()

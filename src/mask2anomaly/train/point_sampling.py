@@ -9,6 +9,7 @@ order over the whole map, with `align_corners=False` pixel centres.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -143,11 +144,73 @@ def sample_padded_mask_sets(
     Returns:
         [sum N_i, P] float values; one lookup when all images share a size (training crops).
     """
-    if len({tuple(m.shape[-2:]) for m in masks}) <= 1:
-        return sample_padded_masks(torch.cat(list(masks)), point_coords, padded_size)
-    values, start = [], 0
-    for group in masks:
-        stop = start + group.shape[0]
-        values.append(sample_padded_masks(group, point_coords[start:stop], padded_size))
-        start = stop
-    return torch.cat(values)
+    return MaskBank.of(masks).sample(point_coords, padded_size)
+
+
+@dataclass(frozen=True)
+class MaskBank:
+    """The ground-truth masks of a batch, made float once and sampled by every decoder output.
+
+    When all images share a size (training crops), the masks are one [sum N_b, H, W] tensor:
+    sampling a subset of them (the matched ones) puts each chosen mask's points in its row and
+    samples the whole bank, so no mask is copied (grid_sample treats every row on its own, so
+    the values are those of sampling the chosen masks alone). Otherwise each image's masks are
+    kept and sampled image by image.
+
+    Attributes:
+        groups: per image [N_b, H_b, W_b] float masks (views into `stacked` when it exists).
+        stacked: [sum N_b, H, W] float masks, or None when the sizes differ.
+    """
+
+    groups: tuple[torch.Tensor, ...]
+    stacked: torch.Tensor | None
+
+    @classmethod
+    def of(cls, masks: Sequence[torch.Tensor]) -> MaskBank:
+        """A bank of per-image [N_b, H_b, W_b] masks (any dtype; made float)."""
+        if len({tuple(m.shape[-2:]) for m in masks}) <= 1 and masks:
+            stacked = torch.cat(list(masks)).float()
+            return cls(tuple(stacked.split([m.shape[0] for m in masks])), stacked)
+        return cls(tuple(m.float() for m in masks), None)
+
+    def sample(
+        self,
+        point_coords: torch.Tensor,
+        padded_size: tuple[int, int],
+        picks: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Values of masks at their points, masks as if zero-padded to `padded_size`.
+
+        Args:
+            point_coords: [M, P, 2] (x, y) in [0, 1] of the padded size, one row per mask.
+            padded_size: (H_pad, W_pad) of the padded batch.
+            picks: per image the indices of its masks to sample (distinct), M in all in image
+                order; None: every mask of the bank (M = sum N_b).
+
+        Returns:
+            [M, P] float values.
+        """
+        if picks is None:
+            if self.stacked is not None:
+                return sample_padded_masks(self.stacked, point_coords, padded_size)
+            chosen: Sequence[torch.Tensor] = self.groups
+        elif self.stacked is not None:
+            rows = self._rows(picks).to(point_coords.device)
+            placed = point_coords.new_zeros((self.stacked.shape[0], *point_coords.shape[1:]))
+            placed[rows] = point_coords
+            return sample_padded_masks(self.stacked, placed, padded_size)[rows]
+        else:
+            chosen = [group[pick.to(group.device)] for group, pick in zip(self.groups, picks)]
+        values, start = [], 0
+        for group in chosen:
+            stop = start + group.shape[0]
+            values.append(sample_padded_masks(group, point_coords[start:stop], padded_size))
+            start = stop
+        return torch.cat(values)
+
+    def _rows(self, picks: Sequence[torch.Tensor]) -> torch.Tensor:
+        starts, offset = [], 0
+        for group in self.groups:
+            starts.append(offset)
+            offset += group.shape[0]
+        return torch.cat([pick + start for pick, start in zip(picks, starts)])
