@@ -215,7 +215,10 @@ class SetCriterion(nn.Module):
         if query_idx.numel() == 0:
             zero = mask_logits.sum() * 0.0
             return zero, zero
-        matched_logits = mask_logits[batch_idx, query_idx][:, None].float()  # [M, 1, h, w]
+        # index_select rather than indexing: the same rows, and its backward adds the gradient
+        # rows into zeros (index_add) instead of an accumulating index_put (~4x slower on CPU)
+        rows = (batch_idx * mask_logits.shape[1] + query_idx).to(mask_logits.device)
+        matched_logits = mask_logits.flatten(0, 1).index_select(0, rows)[:, None].float()
         with torch.no_grad():
             coords = uncertain_point_coords(
                 matched_logits,
