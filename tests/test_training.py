@@ -219,3 +219,25 @@ def test_channels_last_training_follows_the_same_trajectory(cityscapes, tmp_path
     }
     for key, value in flat["false"].items():
         torch.testing.assert_close(flat["true"][key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_stem_pools_nchw_training_maps_exactly_as_the_plain_max_pool():
+    """Training (NCHW) pools in NHWC for speed: values and input gradients are exactly those of
+    the plain NCHW max-pool, ties between zeros after the ReLU included."""
+    import torch.nn.functional as F
+
+    from mask2anomaly.model.backbone import Stem
+
+    torch.manual_seed(0)
+    stem = Stem(8, frozen=False)
+    images = torch.randn(2, 3, 40, 52)
+    grad = torch.randn(2, 8, 10, 13)
+    fast_in, plain_in = images.clone().requires_grad_(), images.clone().requires_grad_()
+    fast = stem(fast_in)
+    features = F.relu(stem.conv1(plain_in))
+    plain = F.max_pool2d(features, kernel_size=3, stride=2, padding=1)
+    assert fast.is_contiguous() and torch.equal(fast, plain)
+    assert (features == 0).float().mean() > 0.3  # many ties between zeros in the windows
+    fast.backward(grad)
+    plain.backward(grad)
+    assert torch.equal(fast_in.grad, plain_in.grad)

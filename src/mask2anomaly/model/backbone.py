@@ -133,7 +133,11 @@ class Stem(nn.Module):
         self.conv1 = _conv_bn(3, out_channels, 7, stride=2, frozen=frozen)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(F.relu(self.conv1(x), inplace=True), kernel_size=3, stride=2, padding=1)
+        x = F.relu(self.conv1(x), inplace=True)
+        if x.is_contiguous():  # NCHW (training): the NHWC kernel is ~3x faster, same result
+            x = x.contiguous(memory_format=torch.channels_last)
+            return F.max_pool2d(x, kernel_size=3, stride=2, padding=1).contiguous()
+        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
 class ResNet(nn.Module):
