@@ -241,3 +241,26 @@ def test_stem_pools_nchw_training_maps_exactly_as_the_plain_max_pool():
     fast.backward(grad)
     plain.backward(grad)
     assert torch.equal(fast_in.grad, plain_in.grad)
+
+
+def test_fpn_resize_in_nhwc_gives_the_nchw_values_and_gradients():
+    """The pixel decoder resizes the encoder's top map from a canonical NHWC copy (its own
+    strides take a slow path): forward values and gradients equal the NCHW resize exactly."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(1)
+    tokens = torch.randn(2, 9 * 13, 16)  # the encoder's layout: [B, h*w, C] viewed as a map
+    grad = torch.randn(2, 16, 36, 52)
+    outputs, grads = [], []
+    for canonical in (False, True):
+        source = tokens.clone().requires_grad_()
+        top = source.transpose(1, 2).view(2, 16, 9, 13)
+        if canonical:
+            top = top.clone(memory_format=torch.channels_last)
+        else:
+            top = top.contiguous()
+        up = F.interpolate(top, size=(36, 52), mode="bilinear", align_corners=False)
+        up.backward(grad)
+        outputs.append(up.contiguous())
+        grads.append(source.grad)
+    assert torch.equal(outputs[0], outputs[1]) and torch.equal(grads[0], grads[1])

@@ -224,11 +224,10 @@ class PixelDecoder(nn.Module):
             multi_scale = self.encoder(srcs, pos)
             del srcs, pos
             lateral = self.lateral_conv(features.pop("res2").to(dtype))
-            top = multi_scale[-1]
-            if dtype != torch.float32:  # the NHWC kernels (float32 keeps the official order)
-                # a copy with the canonical NHWC strides: the encoder's map is NHWC in memory
-                # but its batch stride makes the resize take its slow path (8x slower)
-                top = top.clone(memory_format=torch.channels_last)
+            # A copy with the canonical NHWC strides: the encoder's map is NHWC in memory but
+            # its batch stride sends the resize down its slow path (8x slower). The NHWC
+            # resize and its backward give exactly the NCHW values and gradients (tested).
+            top = multi_scale[-1].clone(memory_format=torch.channels_last)
             lateral += F.interpolate(  # in place: one stride-4 map fewer alive
                 top, size=lateral.shape[-2:], mode="bilinear", align_corners=False
             )
