@@ -13,7 +13,6 @@ from mask2anomaly.train.point_sampling import (
     mask_uncertainty,
     point_sample,
     rand_points,
-    sample_padded_mask_sets,
     sample_padded_masks,
     uncertain_point_coords,
 )
@@ -112,7 +111,7 @@ def test_mask_sets_equal_per_image_sampling(sizes: tuple[tuple[int, int], ...]) 
     gen = torch.Generator().manual_seed(3)
     masks = [torch.rand(n, h, w, generator=gen) > 0.5 for n, (h, w) in zip((2, 3), sizes)]
     coords = torch.rand(5, 30, 2, generator=gen)
-    got = sample_padded_mask_sets(masks, coords, (12, 16))
+    got = MaskBank.of(masks).sample(coords, (12, 16))
     expected = torch.cat([sample_padded_masks(masks[0], coords[:2], (12, 16)),
                           sample_padded_masks(masks[1], coords[2:], (12, 16))])  # fmt: skip
     torch.testing.assert_close(got, expected)

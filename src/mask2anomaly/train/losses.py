@@ -227,7 +227,8 @@ class SetCriterion(nn.Module):
                 importance_sample_ratio=self.importance_sample_ratio,
                 generator=generator,
             )  # [M, P, 2]
-            bank = bank or MaskBank.of([t.masks for t in targets])
+            if bank is None:
+                bank = MaskBank.of([t.masks for t in targets])
             picks = [target_idx for _, target_idx in indices]
             point_targets = bank.sample(coords, padded_size_of(mask_logits), picks)  # [M, P]
         point_logits = point_sample(matched_logits, coords)[:, 0]  # [M, P]

@@ -116,7 +116,8 @@ class HungarianMatcher(nn.Module):
         # The queries are channels of one lookup per image (the same bilinear values).
         point_logits = point_sample(mask_logits.float(), point_coords)  # [B, Q, P]
         per_mask_coords = point_coords.repeat_interleave(counts.to(point_coords.device), dim=0)
-        bank = bank or MaskBank.of([t.masks for t in targets])
+        if bank is None:
+            bank = MaskBank.of([t.masks for t in targets])
         values = bank.sample(per_mask_coords, padded_size_of(mask_logits))  # [sum N_b, P]
         point_targets = pad_sequence(values.split(counts.tolist()), batch_first=True)
         cost_mask = pairwise_sigmoid_bce(point_logits, point_targets)

@@ -131,22 +131,6 @@ def sample_padded_masks(
     return point_sample(masks[:, None].float(), point_coords * scale)[:, 0]
 
 
-def sample_padded_mask_sets(
-    masks: Sequence[torch.Tensor], point_coords: torch.Tensor, padded_size: tuple[int, int]
-) -> torch.Tensor:
-    """`sample_padded_masks` over the masks of several images at once.
-
-    Args:
-        masks: per image [N_i, H_i, W_i] masks.
-        point_coords: [sum N_i, P, 2] points of every mask, in the order of `masks`.
-        padded_size: (H_pad, W_pad) of the padded batch.
-
-    Returns:
-        [sum N_i, P] float values; one lookup when all images share a size (training crops).
-    """
-    return MaskBank.of(masks).sample(point_coords, padded_size)
-
-
 @dataclass(frozen=True)
 class MaskBank:
     """The ground-truth masks of a batch, made float once and sampled by every decoder output.
