@@ -38,6 +38,7 @@ from ..errors import UserError
 from ..evaluation.driver import evaluate_semantic
 from ..fileio import json_safe, read_jsonl, write_text_atomic
 from ..inference.predictor import Predictor
+from ..inference.runtime import tune_allocator
 from ..model import Mask2Anomaly, build_model
 from .losses import SetCriterion, build_criterion
 from .optim import build_optimizer, build_scheduler
@@ -199,6 +200,7 @@ class Trainer:
 
     def fit(self) -> Path:
         train = self.cfg.train
+        tune_allocator()  # steps free and reallocate MBs of tensors: reuse, not fresh pages
         batches = iter(self.loader())
         bar = tqdm(
             total=train.max_iters,
