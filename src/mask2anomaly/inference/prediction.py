@@ -57,10 +57,7 @@ class Prediction:
             UserError: a score not predicted, a threshold outside the score's range, or an
                 unknown label that is a known class (or not 0..255).
         """
-        name = score or self.score
-        if name not in self.maps:
-            raise UserError(f"score {name!r} was not predicted; choose from {', '.join(self.maps)}")
-        check_threshold(name, threshold, self.num_classes, self.num_queries)
+        name = self._checked_score(score, threshold)
         if not self.num_classes <= unknown <= 255:
             raise UserError(
                 f"unknown label {unknown} is not in {self.num_classes}..255 (0.."
@@ -90,10 +87,7 @@ class Prediction:
             UserError: a score not predicted, a threshold outside its range, an unknown method
                 or confidence, a bad min_area, or queries without query masks.
         """
-        name = score or self.score
-        if name not in self.maps:
-            raise UserError(f"score {name!r} was not predicted; choose from {', '.join(self.maps)}")
-        check_threshold(name, threshold, self.num_classes, self.num_queries)
+        name = self._checked_score(score, threshold)
         if method == "queries" and self.query_masks is None:
             raise UserError(
                 "instances by query need the query masks: predict with return_query_masks=True"
@@ -104,6 +98,15 @@ class Prediction:
                                      confidence=confidence)  # fmt: skip
         except ValueError as error:
             raise UserError(str(error)) from None
+
+    def _checked_score(self, score: str | None, threshold: float) -> str:
+        """The name of `score` (default the first), which must be predicted and have
+        `threshold` inside its range."""
+        name = score or self.score
+        if name not in self.maps:
+            raise UserError(f"score {name!r} was not predicted; choose from {', '.join(self.maps)}")
+        check_threshold(name, threshold, self.num_classes, self.num_queries)
+        return name
 
     def _map(self, name: str, refined: bool) -> np.ndarray:
         """The map of a predicted score (`name` in `maps`), refined or not."""
